@@ -1,0 +1,246 @@
+//! `easel`: train, resume, sample from and inspect generative image models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use easel_train::fit::FitOutcome;
+use easel_train::session;
+
+#[derive(Parser)]
+#[command(
+    name = "easel",
+    version,
+    about = "Generative image models on candle: train from recipes, resume, sample."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train from a recipe into a new run directory.
+    Train {
+        /// Recipe file (see `easel recipes`).
+        recipe: PathBuf,
+        /// Override a recipe value, type-checked: --set train.steps=2000 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// cpu, cuda, cuda:N, metal or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Run directory (default runs/<recipe>-<date>-<time>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Print nothing but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Continue a run from its newest checkpoint (extend it with --set train.steps=M).
+    Resume {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Override train.* or optim.* values: --set train.steps=4000.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// cpu, cuda, cuda:N, metal or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Print nothing but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Draw images from a trained generator: a PNG grid plus the z vectors beside it.
+    Sample {
+        /// A run directory, its final/ folder, or a checkpoint folder.
+        run_dir: PathBuf,
+        /// Number of images.
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        /// Seed for the latent vectors.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output PNG (default <run>/samples/sample-s<seed>-n<n>.png); z goes to <out>.z.safetensors.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// cpu, cuda, cuda:N, metal or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// List recipes with their descriptions.
+    Recipes {
+        /// Folder to search.
+        #[arg(default_value = "recipes")]
+        dir: PathBuf,
+    },
+    /// Describe a run: recipe, progress, checkpoints, samples.
+    Inspect {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
+    /// Measure training speed (images/s with forward/backward/optimiser split).
+    Bench {
+        /// What to measure: dcgan.
+        #[arg(default_value = "dcgan")]
+        what: String,
+        /// Timed steps per configuration (after warm-up).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Only the 32×32 configuration (quick).
+        #[arg(long)]
+        quick: bool,
+        /// cpu, cuda, cuda:N, metal or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+}
+
+/// First Ctrl-C: finish the step, save a checkpoint, exit. Second: exit at once.
+fn install_interrupt() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let presses = Arc::new(AtomicUsize::new(0));
+    let f = flag.clone();
+    let handler = move || {
+        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit without saving)");
+            f.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!("\ninterrupt: quitting without saving");
+            std::process::exit(130);
+        }
+    };
+    if let Err(e) = ctrlc::set_handler(handler) {
+        eprintln!(
+            "warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will stop without saving"
+        );
+    }
+    flag
+}
+
+fn report(r: &session::RunReport) -> ExitCode {
+    match &r.outcome {
+        FitOutcome::Finished { step } => {
+            println!(
+                "finished {step} steps in {:.1} s; run directory {}",
+                r.seconds,
+                r.run_dir.display()
+            );
+            println!("sample from it: easel sample {}", r.run_dir.display());
+            ExitCode::SUCCESS
+        }
+        FitOutcome::Interrupted { step, checkpoint } => {
+            println!(
+                "stopped at step {step}; checkpoint {}\ncontinue with: easel resume {}",
+                checkpoint.display(),
+                r.run_dir.display()
+            );
+            ExitCode::from(130)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Train {
+            recipe,
+            set,
+            device,
+            run_dir,
+            quiet,
+        } => {
+            let device = easel_train::device::parse_device(&device)?;
+            let flag = install_interrupt();
+            let req = session::TrainRequest {
+                recipe,
+                overrides: set,
+                run_dir,
+                device,
+                quiet,
+            };
+            let r = session::train(&req, &flag)?;
+            Ok(report(&r))
+        }
+        Command::Resume {
+            run_dir,
+            set,
+            device,
+            quiet,
+        } => {
+            let device = easel_train::device::parse_device(&device)?;
+            let flag = install_interrupt();
+            let r = session::resume(&run_dir, &set, &device, &flag, quiet)?;
+            Ok(report(&r))
+        }
+        Command::Sample {
+            run_dir,
+            n,
+            seed,
+            out,
+            device,
+        } => {
+            let device = easel_train::device::parse_device(&device)?;
+            let r = session::sample(&session::SampleRequest {
+                model: run_dir,
+                n,
+                seed,
+                out,
+                device,
+            })?;
+            println!(
+                "wrote {} (seed {}, model {})",
+                r.png.display(),
+                r.seed,
+                r.model_dir.display()
+            );
+            println!("z vectors: {}", r.z.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recipes { dir } => {
+            let list = session::list_recipes(&dir)
+                .with_context(|| format!("listing recipes in {}", dir.display()))?;
+            let width = list
+                .iter()
+                .map(|(p, _)| p.display().to_string().len())
+                .max()
+                .unwrap_or(0);
+            for (p, d) in list {
+                println!("{:width$}  {d}", p.display().to_string());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { run_dir } => {
+            print!("{}", session::inspect(&run_dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what,
+            steps,
+            quick,
+            device,
+        } => {
+            let device = easel_train::device::parse_device(&device)?;
+            match what.as_str() {
+                "dcgan" => {
+                    easel_train::bench::dcgan(&device, steps, quick)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => anyhow::bail!("unknown benchmark `{other}` (available: dcgan)"),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

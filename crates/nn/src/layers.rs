@@ -1,0 +1,341 @@
+//! Layers with PyTorch semantics and `state_dict` names.
+
+use candle_core::{DType, Module, Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+
+/// Hyper-parameters of a 2-D convolution (PyTorch `nn.Conv2d` arguments other than channels).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Conv2dConfig {
+    /// Square kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+}
+
+impl Conv2dConfig {
+    /// A `kernel`×`kernel` convolution with the given stride and padding, with bias.
+    pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding,
+            dilation: 1,
+            bias: true,
+        }
+    }
+    /// The same without bias (the layer is followed by batch norm).
+    pub fn no_bias(mut self) -> Self {
+        self.bias = false;
+        self
+    }
+}
+
+/// 2-D convolution; weight `[out, in, k, k]` named `weight`, optional `bias` `[out]`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    cfg: Conv2dConfig,
+}
+
+impl Conv2d {
+    /// Creates the layer; `init` draws the weight, the bias starts at 0.
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        cfg: Conv2dConfig,
+        init: Init,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints((c_out, c_in, cfg.kernel, cfg.kernel), "weight", init)?;
+        let bias = if cfg.bias {
+            Some(vb.get_with_hints(c_out, "bias", Init::Const(0.))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, cfg })
+    }
+
+    /// The weight tensor.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.cfg;
+        let y = x.conv2d(&self.weight, c.padding, c.stride, c.dilation, 1)?;
+        match &self.bias {
+            None => Ok(y),
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        }
+    }
+}
+
+/// Hyper-parameters of a transposed convolution (PyTorch `nn.ConvTranspose2d`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvTranspose2dConfig {
+    /// Square kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding removed from every side of the full output.
+    pub padding: usize,
+    /// Extra rows/columns added to one side of the output.
+    pub output_padding: usize,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+}
+
+impl ConvTranspose2dConfig {
+    /// A transposed convolution with the given kernel, stride and padding, with bias.
+    pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding,
+            output_padding: 0,
+            bias: true,
+        }
+    }
+    /// The same without bias.
+    pub fn no_bias(mut self) -> Self {
+        self.bias = false;
+        self
+    }
+}
+
+/// Transposed 2-D convolution; weight `[in, out, k, k]` (PyTorch's layout) named `weight`.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    cfg: ConvTranspose2dConfig,
+}
+
+impl ConvTranspose2d {
+    /// Creates the layer; `init` draws the weight, the bias starts at 0.
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        cfg: ConvTranspose2dConfig,
+        init: Init,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints((c_in, c_out, cfg.kernel, cfg.kernel), "weight", init)?;
+        let bias = if cfg.bias {
+            Some(vb.get_with_hints(c_out, "bias", Init::Const(0.))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, cfg })
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.cfg;
+        let y = x.conv_transpose2d(&self.weight, c.padding, c.output_padding, c.stride, 1)?;
+        match &self.bias {
+            None => Ok(y),
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        }
+    }
+}
+
+/// How a batch-norm layer normalises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BnMode {
+    /// Training: normalise with the batch's statistics and update the running statistics
+    /// (PyTorch `train()`).
+    Train,
+    /// Normalise with the batch's statistics but leave the running statistics alone
+    /// (sampling the way pytorch/examples' DCGAN previews do, without side effects).
+    BatchStats,
+    /// Inference: normalise with the running statistics (PyTorch `eval()`).
+    Eval,
+}
+
+/// `nn.BatchNorm2d` with affine parameters `weight`/`bias` and buffers `running_mean`/`running_var`.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// Creates the layer (eps 1e-5, momentum 0.1 as PyTorch); `weight_init` draws γ, β starts at 0.
+    pub fn new(c: usize, weight_init: Init, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(c, "weight", weight_init)?;
+        let bias = vb.get_with_hints(c, "bias", Init::Const(0.))?;
+        // The store hands back the Var's own tensor; wrapping it again shares the storage, so
+        // `set` below updates the stored buffer in place.
+        let running_mean =
+            Var::from_tensor(&vb.get_with_hints(c, "running_mean", Init::Const(0.))?)?;
+        let running_var =
+            Var::from_tensor(&vb.get_with_hints(c, "running_var", Init::Const(1.))?)?;
+        Ok(Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// Normalises `x` `[B, C, H, W]` per channel.
+    pub fn forward_t(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        if c != self.weight.dim(0)? {
+            candle_core::bail!(
+                "batch norm expects {} channels, got input of shape {:?}",
+                self.weight.dim(0)?,
+                x.dims()
+            )
+        }
+        let param = |t: &Tensor| t.reshape((1, c, 1, 1));
+        let (mean, var) = match mode {
+            BnMode::Eval => (
+                param(self.running_mean.as_tensor())?,
+                param(self.running_var.as_tensor())?,
+            ),
+            BnMode::Train | BnMode::BatchStats => {
+                let n = b * h * w;
+                // Statistics in f32 even for f16/bf16 inputs.
+                let xf = x.to_dtype(DType::F32)?;
+                let flat = xf.transpose(0, 1)?.reshape((c, n))?; // [C, B·H·W]
+                let mean = flat.mean(D::Minus1)?; // [C]
+                let var = flat
+                    .broadcast_sub(&mean.unsqueeze(1)?)?
+                    .sqr()?
+                    .mean(D::Minus1)?; // biased, [C]
+                if mode == BnMode::Train {
+                    if n < 2 {
+                        candle_core::bail!("batch norm in training mode needs more than one value per channel, got input of shape {:?}", x.dims())
+                    }
+                    let m = self.momentum;
+                    let unbiased = (var.detach() * (n as f64 / (n - 1) as f64))?;
+                    let rm = ((self.running_mean.as_tensor() * (1. - m))?
+                        + (mean.detach().to_dtype(self.running_mean.dtype())? * m)?)?;
+                    let rv = ((self.running_var.as_tensor() * (1. - m))?
+                        + (unbiased.to_dtype(self.running_var.dtype())? * m)?)?;
+                    self.running_mean.set(&rm)?;
+                    self.running_var.set(&rv)?;
+                }
+                (
+                    param(&mean.to_dtype(x.dtype())?)?,
+                    param(&var.to_dtype(x.dtype())?)?,
+                )
+            }
+        };
+        let inv_std = (var + self.eps)?.sqrt()?.recip()?; // [1, C, 1, 1]
+        let scale = inv_std.broadcast_mul(&param(&self.weight)?)?;
+        let shift = param(&self.bias)?.broadcast_sub(&mean.broadcast_mul(&scale)?)?;
+        x.broadcast_mul(&scale)?.broadcast_add(&shift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ParamStore;
+    use candle_core::Device;
+
+    fn vec4(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn batch_norm_matches_formula_and_updates_running_stats() {
+        let store = ParamStore::new(&Device::Cpu, 0);
+        let bn = BatchNorm2d::new(2, Init::Const(1.), store.var_builder()).unwrap();
+        // Channel 0 holds 1..4, channel 1 holds 10, 10, 10, 14 (B = 2, H = 1, W = 2).
+        let x = Tensor::new(
+            &[[[[1f32, 2.]], [[10., 10.]]], [[[3., 4.]], [[10., 14.]]]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y = bn.forward_t(&x, BnMode::Train).unwrap();
+        // torch: mean0 = 2.5, var0 (biased) = 1.25; mean1 = 11, var1 = 3.
+        let e = |v: f32, m: f32, s2: f32| (v - m) / (s2 + 1e-5).sqrt();
+        let want = [
+            e(1., 2.5, 1.25),
+            e(2., 2.5, 1.25),
+            e(10., 11., 3.),
+            e(10., 11., 3.),
+            e(3., 2.5, 1.25),
+            e(4., 2.5, 1.25),
+            e(10., 11., 3.),
+            e(14., 11., 3.),
+        ];
+        for (a, b) in vec4(&y).iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // Running stats: 0.9·0 + 0.1·mean and 0.9·1 + 0.1·unbiased var (n/(n-1) = 4/3).
+        let t = store.tensors();
+        let rm = vec4(&t["running_mean"]);
+        let rv = vec4(&t["running_var"]);
+        assert!(
+            (rm[0] - 0.25).abs() < 1e-6 && (rm[1] - 1.1).abs() < 1e-6,
+            "{rm:?}"
+        );
+        assert!(
+            (rv[0] - (0.9 + 0.1 * 1.25 * 4. / 3.)).abs() < 1e-6,
+            "{rv:?}"
+        );
+        assert!((rv[1] - (0.9 + 0.1 * 4.)).abs() < 1e-6, "{rv:?}");
+        // BatchStats leaves the running stats unchanged; Eval uses them.
+        bn.forward_t(&x, BnMode::BatchStats).unwrap();
+        assert_eq!(vec4(&store.tensors()["running_mean"]), rm);
+        let ye = bn.forward_t(&x, BnMode::Eval).unwrap();
+        let first = (1. - rm[0]) / (rv[0] + 1e-5).sqrt();
+        assert!((vec4(&ye)[0] - first).abs() < 1e-5);
+    }
+
+    #[test]
+    fn conv_shapes_follow_pytorch() {
+        let store = ParamStore::new(&Device::Cpu, 0);
+        let vb = store.var_builder();
+        let conv = Conv2d::new(
+            3,
+            8,
+            Conv2dConfig::new(4, 2, 1).no_bias(),
+            Init::Randn {
+                mean: 0.,
+                stdev: 0.02,
+            },
+            vb.pp("c"),
+        )
+        .unwrap();
+        let convt = ConvTranspose2d::new(
+            8,
+            3,
+            ConvTranspose2dConfig::new(4, 2, 1),
+            Init::Randn {
+                mean: 0.,
+                stdev: 0.02,
+            },
+            vb.pp("t"),
+        )
+        .unwrap();
+        let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        let y = conv.forward(&x).unwrap();
+        assert_eq!(y.dims(), [2, 8, 16, 16]);
+        assert_eq!(convt.forward(&y).unwrap().dims(), [2, 3, 32, 32]);
+        let names: Vec<String> = store.all().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["c.weight", "t.bias", "t.weight"]);
+        assert_eq!(store.tensors()["t.weight"].dims(), [8, 3, 4, 4]);
+    }
+}

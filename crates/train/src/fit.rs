@@ -1,0 +1,507 @@
+//! The one training loop every easel trainer runs.
+//!
+//! A [`TrainStep`] owns its networks and optimisers (a GAN has two of each and may update its
+//! critic several times per generator update); [`fit`] drives any step: batches, logging,
+//! previews, histograms, checkpoints, the NaN guard and Ctrl-C.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use easel_nn::ParamStore;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{self, TrainState, OPTIMIZER_FILE, RECIPE_FILE, STATE_FILE};
+use crate::error::{IoContext, Result, TrainError};
+use crate::grid;
+use crate::recipe::TrainConfig;
+use crate::rng::StepRng;
+
+/// A batch on the training device.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[B, C, H, W]` f32 in [-1, 1].
+    pub images: Tensor,
+    /// `[B]` u32 class labels (0 for unlabelled data).
+    pub labels: Tensor,
+}
+
+/// Where a step gets its batches; a step may draw more than one per call (critic updates).
+pub trait BatchSource {
+    /// The next batch.
+    fn next_batch(&mut self) -> Result<Batch>;
+    /// Batches drawn so far in this run (saved in checkpoints so resume continues the stream).
+    fn position(&self) -> u64;
+}
+
+/// [`easel_data::Loader`] uploading each batch to a device.
+pub struct DeviceLoader {
+    loader: easel_data::Loader,
+    device: Device,
+}
+
+impl DeviceLoader {
+    /// Wraps `loader`; batches are uploaded to `device`.
+    pub fn new(loader: easel_data::Loader, device: &Device) -> Self {
+        Self {
+            loader,
+            device: device.clone(),
+        }
+    }
+}
+
+impl BatchSource for DeviceLoader {
+    fn next_batch(&mut self) -> Result<Batch> {
+        let b = self.loader.next_batch()?;
+        let images = Tensor::from_vec(b.pixels, b.shape.to_vec(), &self.device)?;
+        let labels = Tensor::from_vec(b.labels, b.shape[0], &self.device)?;
+        Ok(Batch { images, labels })
+    }
+    fn position(&self) -> u64 {
+        self.loader.position()
+    }
+}
+
+/// What a step sees besides its batches.
+pub struct StepContext<'a> {
+    /// The run's seeded stream for noise and other per-step randomness.
+    pub rng: &'a mut StepRng,
+    /// Steps completed before this one.
+    pub step: u64,
+    /// The training device.
+    pub device: &'a Device,
+}
+
+/// Named scalars a step reports (`("loss_d", 1.23)`, …), in display order.
+pub type Scalars = Vec<(&'static str, f64)>;
+
+/// One kind of training, owning its networks and optimisers.
+pub trait TrainStep {
+    /// The model kind (`dcgan`, …), recorded in checkpoints.
+    fn kind(&self) -> &'static str;
+    /// The networks by name, e.g. `generator`, `discriminator`: saved as `<name>.safetensors`.
+    fn networks(&self) -> Vec<(&'static str, ParamStore)>;
+    /// Everything else that must survive a resume (optimiser moments, fixed preview noise, …).
+    fn state(&self) -> Result<Vec<(String, Tensor)>>;
+    /// Restores what [`TrainStep::state`] returned.
+    fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()>;
+    /// One training step; returns the scalars to log.
+    fn step(&mut self, data: &mut dyn BatchSource, ctx: &mut StepContext) -> Result<Scalars>;
+    /// Preview images `[N, C, H, W]` in [-1, 1] from fixed inputs, for the sample grid.
+    fn preview(&mut self) -> Result<Tensor>;
+    /// The console form of `scalars`.
+    fn format_scalars(&self, scalars: &Scalars) -> String {
+        scalars
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    }
+}
+
+/// How [`fit`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FitOutcome {
+    /// All steps done; `final/` written.
+    Finished {
+        /// Steps completed.
+        step: u64,
+    },
+    /// Stopped by Ctrl-C after saving a checkpoint.
+    Interrupted {
+        /// Steps completed.
+        step: u64,
+        /// The checkpoint written on the way out.
+        checkpoint: PathBuf,
+    },
+}
+
+/// Everything [`fit`] needs besides the step and the data.
+pub struct FitOptions<'a> {
+    /// The run directory.
+    pub run_dir: &'a Path,
+    /// Lengths and intervals.
+    pub train: &'a TrainConfig,
+    /// The resolved recipe, copied into every checkpoint and `final/`.
+    pub recipe_toml: &'a str,
+    /// Set by the Ctrl-C handler; checked between steps.
+    pub interrupt: &'a AtomicBool,
+    /// Print nothing (tests).
+    pub quiet: bool,
+}
+
+/// Paths inside a run directory.
+pub mod layout {
+    use std::path::{Path, PathBuf};
+    /// Step checkpoints.
+    pub fn checkpoints(run: &Path) -> PathBuf {
+        run.join("checkpoints")
+    }
+    /// The finished model: resolved recipe beside the weights.
+    pub fn final_dir(run: &Path) -> PathBuf {
+        run.join("final")
+    }
+    /// Preview grids.
+    pub fn samples(run: &Path) -> PathBuf {
+        run.join("samples")
+    }
+    /// One JSON object per logged step.
+    pub fn metrics(run: &Path) -> PathBuf {
+        run.join("metrics.jsonl")
+    }
+    /// The resolved recipe of the run.
+    pub fn recipe(run: &Path) -> PathBuf {
+        run.join("recipe.toml")
+    }
+}
+
+struct Logger {
+    metrics: fs::File,
+    metrics_path: PathBuf,
+    tb: Option<easel_tensorboard::SummaryWriter>,
+    bar: ProgressBar,
+    quiet: bool,
+}
+
+impl Logger {
+    fn line(&self, s: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.bar.is_hidden() {
+            println!("{s}");
+        } else {
+            self.bar.println(s);
+        }
+    }
+    fn warn(&self, s: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("warning: {s}");
+        } else {
+            self.bar.println(format!("warning: {s}"));
+        }
+    }
+    /// TensorBoard failures are reported once and logging to it stops; training goes on.
+    fn tb<F: FnOnce(&mut easel_tensorboard::SummaryWriter) -> std::io::Result<()>>(
+        &mut self,
+        f: F,
+    ) {
+        if let Some(w) = self.tb.as_mut() {
+            if let Err(e) = f(w) {
+                self.warn(&format!("TensorBoard logging stopped: {e}"));
+                self.tb = None;
+            }
+        }
+    }
+}
+
+/// Keeps only lines of `metrics.jsonl` with `step ≤ upto` (resume after a crash past a checkpoint).
+fn truncate_metrics(path: &Path, upto: u64) -> Result<()> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= upto)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    checkpoint::write_file_atomically(path, out.as_bytes())
+}
+
+/// Runs `step` until `opts.train.steps` steps are done, resuming from `state`.
+pub fn fit(
+    step: &mut dyn TrainStep,
+    data: &mut dyn BatchSource,
+    state: &mut TrainState,
+    opts: &FitOptions,
+) -> Result<FitOutcome> {
+    let run = opts.run_dir;
+    let cfg = opts.train;
+    let device = step
+        .networks()
+        .first()
+        .map(|(_, s)| s.device().clone())
+        .unwrap_or(Device::Cpu);
+    fs::create_dir_all(layout::samples(run)).ctx("creating", layout::samples(run))?;
+    let metrics_path = layout::metrics(run);
+    truncate_metrics(&metrics_path, state.step)?;
+    let metrics = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .ctx("opening", &metrics_path)?;
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta} left) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(state.step);
+    let mut log = Logger {
+        metrics,
+        metrics_path,
+        tb: None,
+        bar,
+        quiet: opts.quiet,
+    };
+    match easel_tensorboard::SummaryWriter::create(run) {
+        Ok(w) => log.tb = Some(w),
+        Err(e) => log.warn(&format!("TensorBoard events disabled: {e}")),
+    }
+
+    let mut last_saved = checkpoint::list(&layout::checkpoints(run))?
+        .last()
+        .map(|(s, _)| *s);
+    let mut window_start = Instant::now();
+    let mut window_images = 0u64;
+    let mut window_steps = 0u64;
+    let mut last_preview = None;
+    let start_step = state.step;
+
+    while state.step < cfg.steps {
+        if opts.interrupt.load(Ordering::SeqCst) {
+            let dir = if last_saved == Some(state.step) {
+                layout::checkpoints(run).join(checkpoint::step_dir_name(state.step))
+            } else {
+                save_checkpoint(step, state, run, cfg, opts.recipe_toml)?
+            };
+            log.bar.abandon();
+            log.line(&format!(
+                "interrupted at step {}: checkpoint saved to {}",
+                state.step,
+                dir.display()
+            ));
+            return Ok(FitOutcome::Interrupted {
+                step: state.step,
+                checkpoint: dir,
+            });
+        }
+        let t0 = Instant::now();
+        let before = data.position();
+        let mut ctx = StepContext {
+            rng: &mut state.rng,
+            step: state.step,
+            device: &device,
+        };
+        let scalars = step.step(data, &mut ctx)?;
+        if let Some((name, value)) = scalars.iter().find(|(_, v)| !v.is_finite()) {
+            log.bar.abandon();
+            let checkpoint = match checkpoint::list(&layout::checkpoints(run))?.last() {
+                Some((s, p)) => format!(
+                    "The last good checkpoint (step {s}) is intact: {}.",
+                    p.display()
+                ),
+                None => "No checkpoint had been written yet.".to_string(),
+            };
+            return Err(TrainError::NonFinite {
+                step: state.step + 1,
+                name: name.to_string(),
+                value: *value,
+                checkpoint,
+            });
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        state.step += 1;
+        state.batches = data.position();
+        state.train_seconds += dt;
+        let batch_size = match scalars.iter().find(|(k, _)| *k == "batch_size") {
+            Some((_, b)) => *b as u64,
+            None => 0,
+        };
+        window_images += (state.batches - before) * batch_size;
+        window_steps += 1;
+        log.bar.set_position(state.step);
+
+        let s = state.step;
+        if s % cfg.log_every == 0 || s == start_step + 1 || s == cfg.steps {
+            let secs = window_start.elapsed().as_secs_f64().max(1e-9);
+            let ips = window_images as f64 / secs;
+            let shown: Scalars = scalars
+                .iter()
+                .filter(|(k, _)| *k != "batch_size")
+                .cloned()
+                .collect();
+            let text = step.format_scalars(&shown);
+            log.line(&format!("[{s}/{}] {text}  | {ips:.1} img/s", cfg.steps));
+            log.bar.set_message(format!("{ips:.0} img/s"));
+            let mut obj = serde_json::Map::new();
+            obj.insert("step".into(), s.into());
+            obj.insert("train_seconds".into(), state.train_seconds.into());
+            obj.insert("images_per_sec".into(), ips.into());
+            obj.insert("steps_per_sec".into(), (window_steps as f64 / secs).into());
+            for (k, v) in &shown {
+                obj.insert(k.to_string(), (*v).into());
+            }
+            let line = serde_json::Value::Object(obj).to_string();
+            writeln!(log.metrics, "{line}").ctx("appending to", &log.metrics_path)?;
+            log.tb(|w| {
+                for (k, v) in &shown {
+                    w.add_scalar(&format!("train/{k}"), *v, s)?;
+                }
+                w.add_scalar("perf/images_per_sec", ips, s)
+            });
+            window_start = Instant::now();
+            window_images = 0;
+            window_steps = 0;
+        }
+        if (cfg.sample_every > 0 && s % cfg.sample_every == 0) || s == cfg.steps {
+            write_preview(step, run, s, &mut log)?;
+            last_preview = Some(s);
+        }
+        if cfg.histogram_every > 0 && s % cfg.histogram_every == 0 {
+            write_histograms(step, s, &mut log)?;
+        }
+        if s % cfg.checkpoint_every == 0 || s == cfg.steps {
+            save_checkpoint(step, state, run, cfg, opts.recipe_toml)?;
+            last_saved = Some(s);
+        }
+    }
+    if last_preview != Some(state.step) && state.step > start_step {
+        write_preview(step, run, state.step, &mut log)?;
+    }
+    if last_saved != Some(state.step) {
+        save_checkpoint(step, state, run, cfg, opts.recipe_toml)?;
+    }
+    write_checkpoint_dir(step, state, &layout::final_dir(run), opts.recipe_toml)?;
+    log.tb(|w| w.flush());
+    log.bar.finish_and_clear();
+    log.line(&format!(
+        "done: {} steps; final model in {}",
+        state.step,
+        layout::final_dir(run).display()
+    ));
+    Ok(FitOutcome::Finished { step: state.step })
+}
+
+fn write_preview(step: &mut dyn TrainStep, run: &Path, s: u64, log: &mut Logger) -> Result<()> {
+    let images = step.preview()?;
+    let n = images.dim(0)?;
+    let g = grid::make_grid(&images, grid::default_ncol(n), 2, 0)?;
+    let path = layout::samples(run).join(format!("step-{s:08}.png"));
+    g.save_png(&path)?;
+    let rgb: Vec<u8> = g.pixels.clone();
+    log.tb(|w| w.add_image("samples", &rgb, g.width, g.height, g.channels, s));
+    Ok(())
+}
+
+fn write_histograms(step: &mut dyn TrainStep, s: u64, log: &mut Logger) -> Result<()> {
+    for (net, store) in step.networks() {
+        for (name, var) in store.trainable() {
+            let values = var
+                .as_tensor()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            log.tb(|w| w.add_histogram(&format!("{net}/{name}"), &values, s));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to save weights that are not finite (a NaN update must never overwrite good state).
+fn check_finite(step: &dyn TrainStep, at: u64) -> Result<()> {
+    for (net, store) in step.networks() {
+        for (name, var) in store.all() {
+            let sum = var
+                .as_tensor()
+                .to_dtype(DType::F64)?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+            if !sum.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: at,
+                    name: format!("{net} weight {name}"),
+                    value: sum,
+                    checkpoint: "Nothing was saved for this step.".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_checkpoint_dir(
+    step: &dyn TrainStep,
+    state: &TrainState,
+    dir: &Path,
+    recipe_toml: &str,
+) -> Result<()> {
+    check_finite(step, state.step)?;
+    let mut state = state.clone();
+    state.kind = step.kind().to_string();
+    state.networks = step.networks().iter().map(|(n, _)| n.to_string()).collect();
+    checkpoint::write_dir_atomically(dir, |tmp| {
+        for (name, store) in step.networks() {
+            store
+                .save(&tmp.join(format!("{name}.safetensors")))
+                .map_err(|e| TrainError::Run(format!("saving {name}: {e}")))?;
+        }
+        checkpoint::save_tensors(&step.state()?, &tmp.join(OPTIMIZER_FILE))?;
+        fs::write(tmp.join(RECIPE_FILE), recipe_toml).ctx("writing", tmp.join(RECIPE_FILE))?;
+        let json = serde_json::to_string_pretty(&state)
+            .map_err(|e| TrainError::Run(format!("serialising state: {e}")))?;
+        // state.json last: its presence marks a complete checkpoint.
+        fs::write(tmp.join(STATE_FILE), json).ctx("writing", tmp.join(STATE_FILE))
+    })
+}
+
+/// Writes `checkpoints/step-N/` and prunes old ones; returns its path.
+pub fn save_checkpoint(
+    step: &dyn TrainStep,
+    state: &TrainState,
+    run: &Path,
+    cfg: &TrainConfig,
+    recipe_toml: &str,
+) -> Result<PathBuf> {
+    let dir = layout::checkpoints(run).join(checkpoint::step_dir_name(state.step));
+    fs::create_dir_all(layout::checkpoints(run)).ctx("creating", layout::checkpoints(run))?;
+    write_checkpoint_dir(step, state, &dir, recipe_toml)?;
+    checkpoint::prune(&layout::checkpoints(run), cfg.keep_last)?;
+    Ok(dir)
+}
+
+/// Loads a checkpoint directory into `step`; returns its state.
+pub fn load_checkpoint(step: &mut dyn TrainStep, dir: &Path) -> Result<TrainState> {
+    let state = checkpoint::read_state(dir)?;
+    if state.kind != step.kind() {
+        return Err(TrainError::Run(format!(
+            "{} holds a `{}` checkpoint, but the recipe builds `{}`",
+            dir.display(),
+            state.kind,
+            step.kind()
+        )));
+    }
+    for (name, store) in step.networks() {
+        let path = dir.join(format!("{name}.safetensors"));
+        let device = store.device().clone();
+        let tensors = checkpoint::load_tensors(&path, &device)?;
+        store
+            .load_tensors(&tensors)
+            .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
+    }
+    let first_device = step
+        .networks()
+        .first()
+        .map(|(_, s)| s.device().clone())
+        .unwrap_or(Device::Cpu);
+    let extra = checkpoint::load_tensors(&dir.join(OPTIMIZER_FILE), &first_device)?;
+    step.load_state(&extra)?;
+    Ok(state)
+}

@@ -1,0 +1,25 @@
+//! easel's training machinery.
+//!
+//! - [`recipe`]: TOML recipes with `deny_unknown_fields` everywhere and type-checked overrides.
+//! - [`optim`]: Adam and RMSProp with PyTorch's update rules and saveable state.
+//! - [`fit`]: the [`fit::TrainStep`] trait and the one loop that drives every trainer.
+//! - [`checkpoint`]: atomic checkpoint directories.
+//! - [`steps`]: one training step per model family (DCGAN now).
+//! - [`session`]: what the CLI's commands do with run directories.
+//!
+//! Only this crate and the CLI know about files, recipes and run directories; models see a
+//! `VarBuilder`, data readers see a `DataConfig`.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod fit;
+pub mod grid;
+pub mod optim;
+pub mod recipe;
+pub mod rng;
+pub mod session;
+pub mod steps;
+
+pub use error::{Result, TrainError};

@@ -1,0 +1,420 @@
+//! Recipes: TOML files deserialised into structs with `deny_unknown_fields` on every level.
+//!
+//! Loading happens in two stages: the file text is deserialised directly (so errors carry the
+//! line, column and key path), then `--set key.path=value` overrides are applied to the parsed
+//! table and the result is deserialised again (so overrides are type-checked against the same
+//! schema). The resolved recipe, every default filled in, is what a run directory stores.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::optim::OptimSpec;
+
+/// A whole recipe file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// One line shown by `easel recipes` and `easel inspect`.
+    #[serde(default)]
+    pub description: String,
+    /// Drives initialisation, data order, noise and augmentation: the same seed gives the same run.
+    pub seed: u64,
+    /// Where the images come from.
+    pub data: easel_data::DataConfig,
+    /// The networks and how they are trained against each other.
+    pub model: ModelRecipe,
+    /// One optimiser per network, by network name (`generator`, `discriminator` for GANs).
+    /// Networks not listed get the model's defaults (for DCGAN: Adam, lr 2e-4, β1 0.5).
+    #[serde(default)]
+    pub optim: BTreeMap<String, OptimSpec>,
+    /// Length of the run and how often it logs, previews and saves.
+    pub train: TrainConfig,
+}
+
+/// The model family and its hyper-parameters: `kind` selects the training step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ModelRecipe {
+    /// DCGAN (Radford et al. 2016) with the non-saturating BCE loss.
+    Dcgan(DcganRecipe),
+}
+
+impl ModelRecipe {
+    /// The `kind` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelRecipe::Dcgan(_) => "dcgan",
+        }
+    }
+}
+
+/// `[model] kind = "dcgan"`. Image size and channels come from `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DcganRecipe {
+    /// Latent size (100 in the paper).
+    #[serde(default = "defaults::nz")]
+    pub nz: usize,
+    /// Generator width (`ngf`).
+    #[serde(default = "defaults::width")]
+    pub ngf: usize,
+    /// Discriminator width (`ndf`).
+    #[serde(default = "defaults::width")]
+    pub ndf: usize,
+    /// Slope of the discriminator's LeakyReLU.
+    #[serde(default = "defaults::leaky")]
+    pub leaky_slope: f64,
+    /// One-sided label smoothing: real images get target `1 − label_smoothing` (0 = off; 0.1 is common).
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Batch norm when sampling (previews, `easel sample`): `eval` uses the running statistics
+    /// (samples do not depend on the rest of the batch); `batch` uses the batch's own statistics,
+    /// as pytorch/examples' previews do.
+    #[serde(default)]
+    pub sample_bn: SampleBn,
+}
+
+/// Batch-norm statistics used when sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SampleBn {
+    /// Running statistics (PyTorch `eval()`).
+    #[default]
+    Eval,
+    /// The sampled batch's statistics, without updating the running ones.
+    Batch,
+}
+
+/// `[train]`: the common keys every recipe shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Total training steps (one generator update per step for GANs).
+    pub steps: u64,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Save a checkpoint every this many steps (and always at the end and on Ctrl-C).
+    #[serde(default = "defaults::checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Write a preview grid every this many steps (0 = only at the end).
+    #[serde(default = "defaults::sample_every")]
+    pub sample_every: u64,
+    /// Print a log line and append to metrics.jsonl every this many steps.
+    #[serde(default = "defaults::log_every")]
+    pub log_every: u64,
+    /// Weight histograms to TensorBoard every this many steps (0 = never).
+    #[serde(default = "defaults::checkpoint_every")]
+    pub histogram_every: u64,
+    /// How many step checkpoints to keep (the newest; `final/` is kept besides).
+    #[serde(default = "defaults::keep_last")]
+    pub keep_last: usize,
+    /// Images in the preview grid (drawn once from a fixed noise batch).
+    #[serde(default = "defaults::preview_count")]
+    pub preview_count: usize,
+}
+
+mod defaults {
+    pub fn nz() -> usize {
+        100
+    }
+    pub fn width() -> usize {
+        64
+    }
+    pub fn leaky() -> f64 {
+        0.2
+    }
+    pub fn checkpoint_every() -> u64 {
+        500
+    }
+    pub fn sample_every() -> u64 {
+        100
+    }
+    pub fn log_every() -> u64 {
+        10
+    }
+    pub fn keep_last() -> usize {
+        3
+    }
+    pub fn preview_count() -> usize {
+        64
+    }
+}
+
+impl Recipe {
+    /// Reads `path` and applies `overrides` (`key.path=value`).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Recipe {
+            path: path.display().to_string(),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "recipe file not found (`easel recipes` lists the recipes in recipes/)".to_string()
+            } else {
+                format!("cannot read the recipe: {e}")
+            },
+        })?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses recipe `text`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Recipe> {
+        let recipe: Recipe = deserialize_text(text, origin)?;
+        if overrides.is_empty() {
+            recipe.validate(origin)?;
+            return Ok(recipe);
+        }
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| TrainError::Recipe {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        for kv in overrides {
+            apply_override(&mut table, kv)?;
+        }
+        let joined = overrides
+            .iter()
+            .map(|o| format!("--set {o}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let recipe: Recipe =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                TrainError::Recipe {
+                    path: format!("{origin} with {joined}"),
+                    message: describe_path_error(e.path().to_string(), e.inner().message()),
+                }
+            })?;
+        recipe.validate(origin)?;
+        Ok(recipe)
+    }
+
+    /// The resolved recipe as TOML (every default written out).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self)
+            .map_err(|e| TrainError::Run(format!("cannot serialise the recipe: {e}")))
+    }
+
+    /// Checks relations between fields that serde cannot.
+    fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |message: String| {
+            Err(TrainError::Recipe {
+                path: origin.to_string(),
+                message,
+            })
+        };
+        if self.train.steps == 0 {
+            return bad("train.steps must be at least 1".into());
+        }
+        if self.train.batch_size == 0 {
+            return bad("train.batch_size must be at least 1".into());
+        }
+        if self.train.checkpoint_every == 0 {
+            return bad("train.checkpoint_every must be at least 1".into());
+        }
+        if self.train.log_every == 0 {
+            return bad("train.log_every must be at least 1".into());
+        }
+        if self.train.keep_last == 0 {
+            return bad("train.keep_last must be at least 1 (resume needs a checkpoint)".into());
+        }
+        if let Err(e) = self.data.validate() {
+            return bad(e.to_string());
+        }
+        match &self.model {
+            ModelRecipe::Dcgan(m) => {
+                if !(0.0..1.0).contains(&m.label_smoothing) {
+                    return bad(format!(
+                        "model.label_smoothing must be in [0, 1), got {}",
+                        m.label_smoothing
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserialises `text`, reporting `origin:line:column: key.path: message` on error.
+fn deserialize_text<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    let err = |message: String| TrainError::Recipe {
+        path: origin.to_string(),
+        message,
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| err(e.to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let at = inner.span().map(|s| line_col(text, s.start));
+        let msg = describe_path_error(path, inner.message());
+        match at {
+            Some((l, c)) => err(format!("line {l}, column {c}: {msg}")),
+            None => err(msg),
+        }
+    })
+}
+
+fn describe_path_error(path: String, message: &str) -> String {
+    if path.is_empty() || path == "." {
+        message.to_string()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+/// Applies `key.path=value` to a parsed recipe table. The value is read as a TOML value
+/// (`3`, `2e-4`, `true`, `"text"`, `[1, 2]`); anything that is not valid TOML is taken as a string.
+pub fn apply_override(table: &mut toml::Table, kv: &str) -> Result<()> {
+    let err = |message: String| TrainError::Recipe {
+        path: format!("--set {kv}"),
+        message,
+    };
+    let (key, value) = kv
+        .split_once('=')
+        .ok_or_else(|| err("expected key.path=value, e.g. --set train.steps=2000".into()))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(|k| k.is_empty()) {
+        return Err(err(format!("bad key path `{key}`")));
+    }
+    let value = value.trim();
+    let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            cur.insert(part.to_string(), parsed);
+            return Ok(());
+        }
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            other => {
+                return Err(err(format!(
+                    "`{}` is a {} in the recipe, not a table",
+                    parts[..=i].join("."),
+                    other.type_str()
+                )))
+            }
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+description = "test"
+seed = 3
+[data]
+source = "shapes"
+image_size = 16
+[model]
+kind = "dcgan"
+ngf = 8
+[train]
+steps = 10
+batch_size = 4
+"#;
+
+    fn err_of(text: &str, overrides: &[&str]) -> String {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Recipe::parse(text, "r.toml", &o).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_recipe_fills_defaults_and_round_trips() {
+        let r = Recipe::parse(MINIMAL, "r.toml", &[]).unwrap();
+        let ModelRecipe::Dcgan(m) = &r.model;
+        assert_eq!((m.nz, m.ngf, m.ndf), (100, 8, 64));
+        assert_eq!(r.train.checkpoint_every, 500);
+        let again = Recipe::parse(&r.to_toml().unwrap(), "resolved", &[]).unwrap();
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = MINIMAL.replace("ngf = 8", "ngff = 8");
+        let e = err_of(&text, &[]);
+        assert!(e.starts_with("r.toml: "), "{e}");
+        assert!(
+            e.contains("unknown field `ngff`") && e.contains("model"),
+            "{e}"
+        );
+        let text = MINIMAL.replace("steps = 10", "steps = 10\nstesp = 3");
+        let e = err_of(&text, &[]);
+        assert!(
+            e.contains("train") && e.contains("unknown field `stesp`") && e.contains("line 12"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_what_was_expected() {
+        let e = err_of(&MINIMAL.replace("steps = 10", "steps = \"ten\""), &[]);
+        assert!(
+            e.contains("train.steps") && e.contains("invalid type: string \"ten\""),
+            "{e}"
+        );
+        assert!(e.contains("line 11"), "{e}");
+    }
+
+    #[test]
+    fn overrides_are_type_checked() {
+        let r = Recipe::parse(
+            MINIMAL,
+            "r.toml",
+            &["train.steps=25".into(), "model.nz=7".into()],
+        )
+        .unwrap();
+        assert_eq!(r.train.steps, 25);
+        let ModelRecipe::Dcgan(m) = &r.model;
+        assert_eq!(m.nz, 7);
+        let e = err_of(MINIMAL, &["train.steps=abc"]);
+        assert!(
+            e.contains("--set train.steps=abc")
+                && e.contains("train.steps")
+                && e.contains("expected u64"),
+            "{e}"
+        );
+        let e = err_of(MINIMAL, &["train.stepz=3"]);
+        assert!(e.contains("unknown field `stepz`"), "{e}");
+        let e = err_of(MINIMAL, &["seed.x=3"]);
+        assert!(e.contains("`seed` is a integer"), "{e}");
+        let e = err_of(MINIMAL, &["train.steps"]);
+        assert!(e.contains("expected key.path=value"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_and_bad_values() {
+        let e = Recipe::load(Path::new("no/such.toml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no/such.toml") && e.contains("not found"), "{e}");
+        let e = err_of(MINIMAL, &["train.steps=0"]);
+        assert!(e.contains("train.steps must be at least 1"), "{e}");
+        let e = err_of(
+            &MINIMAL.replace("kind = \"dcgan\"", "kind = \"dcgann\""),
+            &[],
+        );
+        assert!(e.contains("dcgann") && e.contains("dcgan"), "{e}");
+    }
+}

@@ -1,0 +1,544 @@
+//! What the CLI's commands do: start a run, resume it, sample from it, describe it.
+//!
+//! Only this module and the CLI know about run directories and recipe files; steps and models
+//! see tensors, devices and configs.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use candle_core::{DType, Device, Tensor};
+use easel_models::ImageGenerator;
+
+use crate::checkpoint::{self, TrainState};
+use crate::error::{IoContext, Result, TrainError};
+use crate::fit::{self, layout, DeviceLoader, FitOptions, FitOutcome, TrainStep};
+use crate::grid;
+use crate::recipe::{ModelRecipe, Recipe};
+use crate::rng::{derive_seed, StepRng};
+use crate::steps::dcgan::{self, DcganStep};
+
+/// Builds the training step a recipe describes.
+pub fn build_step(recipe: &Recipe, device: &Device) -> Result<Box<dyn TrainStep>> {
+    match &recipe.model {
+        ModelRecipe::Dcgan(m) => Ok(Box::new(DcganStep::new(recipe, m, device)?)),
+    }
+}
+
+/// How a `train` or `resume` ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Finished or interrupted.
+    pub outcome: FitOutcome,
+    /// Wall time of this session in seconds.
+    pub seconds: f64,
+}
+
+/// Options for [`train`].
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    /// The recipe file.
+    pub recipe: PathBuf,
+    /// `--set key=value` overrides.
+    pub overrides: Vec<String>,
+    /// `--run-dir`; default `runs/<recipe name>-<date>-<time>`.
+    pub run_dir: Option<PathBuf>,
+    /// The training device.
+    pub device: Device,
+    /// Print nothing.
+    pub quiet: bool,
+}
+
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Starts a new run from a recipe.
+pub fn train(req: &TrainRequest, interrupt: &AtomicBool) -> Result<RunReport> {
+    let recipe = Recipe::load(&req.recipe, &req.overrides)?;
+    let run_dir = match &req.run_dir {
+        Some(d) => d.clone(),
+        None => {
+            let stem = req
+                .recipe
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            PathBuf::from("runs").join(format!("{stem}-{}", timestamp()))
+        }
+    };
+    if run_dir.exists()
+        && std::fs::read_dir(&run_dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(TrainError::Run(format!(
+            "run directory {} already exists and is not empty: `easel resume {}` continues it, or choose another --run-dir",
+            run_dir.display(),
+            run_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&run_dir).ctx("creating", &run_dir)?;
+    let recipe_toml = recipe.to_toml()?;
+    checkpoint::write_file_atomically(&layout::recipe(&run_dir), recipe_toml.as_bytes())?;
+    let state = TrainState {
+        step: 0,
+        batches: 0,
+        rng: StepRng::new(recipe.seed, "step"),
+        train_seconds: 0.0,
+        kind: recipe.model.kind().to_string(),
+        networks: vec![],
+        easel_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    run(
+        &recipe,
+        &recipe_toml,
+        &run_dir,
+        &req.device,
+        None,
+        state,
+        interrupt,
+        req.quiet,
+    )
+}
+
+/// Continues a run from its newest checkpoint; `overrides` may change `train.*` and `optim.*`
+/// (e.g. `train.steps=M` to extend a finished run).
+pub fn resume(
+    run_dir: &Path,
+    overrides: &[String],
+    device: &Device,
+    interrupt: &AtomicBool,
+    quiet: bool,
+) -> Result<RunReport> {
+    for o in overrides {
+        let key = o.split('=').next().unwrap_or("");
+        if !(key.starts_with("train.") || key.starts_with("optim.")) {
+            return Err(TrainError::Recipe {
+                path: format!("--set {o}"),
+                message: "resume can only change train.* and optim.* keys (the networks and data are fixed by the run)".into(),
+            });
+        }
+    }
+    let recipe_path = layout::recipe(run_dir);
+    if !recipe_path.exists() {
+        return Err(TrainError::Run(format!(
+            "{} is not an easel run directory (no recipe.toml); `easel train RECIPE --run-dir {}` starts one",
+            run_dir.display(),
+            run_dir.display()
+        )));
+    }
+    let recipe = Recipe::load(&recipe_path, overrides)?;
+    let recipe_toml = recipe.to_toml()?;
+    let (_, ckpt) = checkpoint::list(&layout::checkpoints(run_dir))?
+        .pop()
+        .ok_or_else(|| {
+            TrainError::Run(format!(
+            "no complete checkpoint in {}: nothing to resume (start a new run with `easel train`)",
+            layout::checkpoints(run_dir).display()
+        ))
+        })?;
+    let state = checkpoint::read_state(&ckpt)?;
+    if state.step >= recipe.train.steps {
+        return Err(TrainError::Run(format!(
+            "{} already has {} of {} steps: pass --set train.steps=M with M > {} to train further",
+            run_dir.display(),
+            state.step,
+            recipe.train.steps,
+            state.step
+        )));
+    }
+    checkpoint::write_file_atomically(&recipe_path, recipe_toml.as_bytes())?;
+    run(
+        &recipe,
+        &recipe_toml,
+        run_dir,
+        device,
+        Some(&ckpt),
+        state,
+        interrupt,
+        quiet,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    recipe: &Recipe,
+    recipe_toml: &str,
+    run_dir: &Path,
+    device: &Device,
+    checkpoint_dir: Option<&Path>,
+    mut state: TrainState,
+    interrupt: &AtomicBool,
+    quiet: bool,
+) -> Result<RunReport> {
+    let started = Instant::now();
+    let dataset = easel_data::open(&recipe.data, recipe.seed)?;
+    let mut step = build_step(recipe, device)?;
+    if let Some(dir) = checkpoint_dir {
+        state = fit::load_checkpoint(step.as_mut(), dir)?;
+    } else {
+        // A grid of real images beside the previews, for comparison.
+        let n = dataset.len().min(64);
+        let [c, h, w] = dataset.shape();
+        let mut pixels = Vec::with_capacity(n * c * h * w);
+        for i in 0..n {
+            pixels.extend(dataset.get(i, 0)?.pixels);
+        }
+        let real = Tensor::from_vec(pixels, (n, c, h, w), &Device::Cpu)?;
+        std::fs::create_dir_all(layout::samples(run_dir))
+            .ctx("creating", layout::samples(run_dir))?;
+        grid::make_grid(&real, grid::default_ncol(n), 2, 0)?
+            .save_png(&layout::samples(run_dir).join("real.png"))?;
+    }
+    let loader = easel_data::Loader::new(
+        dataset.clone(),
+        recipe.train.batch_size,
+        derive_seed(recipe.seed, "data"),
+        true,
+        state.batches,
+        recipe.data.workers,
+    )?;
+    if !quiet {
+        let params: Vec<String> = step
+            .networks()
+            .iter()
+            .map(|(n, s)| format!("{n} {:.2}M params", s.num_parameters() as f64 / 1e6))
+            .collect();
+        println!("easel {} | {}", recipe.model.kind(), dataset.describe());
+        println!(
+            "device {} | {} | run dir {}",
+            crate::device::describe(device),
+            params.join(", "),
+            run_dir.display()
+        );
+        if state.step > 0 {
+            println!("resuming at step {} of {}", state.step, recipe.train.steps);
+        }
+        println!("TensorBoard: tensorboard --logdir {}", run_dir.display());
+    }
+    let mut data = DeviceLoader::new(loader, device);
+    let opts = FitOptions {
+        run_dir,
+        train: &recipe.train,
+        recipe_toml,
+        interrupt,
+        quiet,
+    };
+    let outcome = fit::fit(step.as_mut(), &mut data, &mut state, &opts)?;
+    Ok(RunReport {
+        run_dir: run_dir.to_path_buf(),
+        outcome,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Options for [`sample`].
+#[derive(Debug, Clone)]
+pub struct SampleRequest {
+    /// A run directory, its `final/`, or one of its checkpoint directories.
+    pub model: PathBuf,
+    /// Number of images.
+    pub n: usize,
+    /// Seed for z; default derived from the recipe seed.
+    pub seed: Option<u64>,
+    /// Output PNG; default `<run>/samples/sample-s<seed>-n<n>.png`.
+    pub out: Option<PathBuf>,
+    /// Device to run the generator on.
+    pub device: Device,
+}
+
+/// What [`sample`] wrote.
+#[derive(Debug, Clone)]
+pub struct SampleReport {
+    /// The PNG grid.
+    pub png: PathBuf,
+    /// The z vectors (`z` `[n, nz]`, safetensors with metadata), in grid order.
+    pub z: PathBuf,
+    /// The seed used.
+    pub seed: u64,
+    /// The model directory used.
+    pub model_dir: PathBuf,
+}
+
+/// Resolves a model directory: a folder holding `recipe.toml` and weights (`final/` or a
+/// checkpoint), or a run directory (its `final/`, else its newest checkpoint).
+pub fn model_dir(path: &Path) -> Result<PathBuf> {
+    if path.join(checkpoint::RECIPE_FILE).exists() && path.join(checkpoint::STATE_FILE).exists() {
+        return Ok(path.to_path_buf());
+    }
+    let fin = layout::final_dir(path);
+    if fin.join(checkpoint::STATE_FILE).exists() {
+        return Ok(fin);
+    }
+    if let Some((_, dir)) = checkpoint::list(&layout::checkpoints(path))?.pop() {
+        return Ok(dir);
+    }
+    Err(TrainError::Run(format!(
+        "{}: no model here (expected a run directory with final/ or checkpoints/, or a folder with recipe.toml and weights)",
+        path.display()
+    )))
+}
+
+/// Rebuilds the generator saved in a model directory (`final/` or a checkpoint) from that folder alone.
+pub fn load_generator(
+    dir: &Path,
+    device: &Device,
+) -> Result<(Recipe, Box<dyn ImageGenerator>, easel_nn::BnMode)> {
+    let recipe = Recipe::load(&dir.join(checkpoint::RECIPE_FILE), &[])?;
+    match &recipe.model {
+        ModelRecipe::Dcgan(m) => {
+            let (g, store) = dcgan::build_generator(&recipe, m, device)?;
+            let path = dir.join("generator.safetensors");
+            let tensors = checkpoint::load_tensors(&path, device)?;
+            store
+                .load_tensors(&tensors)
+                .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
+            let mode = dcgan::sample_mode(m);
+            Ok((recipe, Box::new(g), mode))
+        }
+    }
+}
+
+/// Draws `n` images from a trained generator, writes a PNG grid and the z vectors beside it.
+pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
+    if req.n == 0 {
+        return Err(TrainError::Run("--n must be at least 1".into()));
+    }
+    let dir = model_dir(&req.model)?;
+    let (recipe, g, mode) = load_generator(&dir, &req.device)?;
+    let seed = req
+        .seed
+        .unwrap_or_else(|| derive_seed(recipe.seed, "sample") % 1_000_000);
+    let nz = g.latent_dim();
+    let mut rng = StepRng::new(seed, "sample-z");
+    let z = Tensor::from_vec(rng.normal_vec(req.n * nz), (req.n, nz), &req.device)?;
+    // Eval-mode batch norm makes every image independent of the others, so chunking is exact.
+    let chunk = if mode == easel_nn::BnMode::Eval {
+        256
+    } else {
+        req.n
+    };
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < req.n {
+        let len = chunk.min(req.n - start);
+        parts.push(g.generate(&z.narrow(0, start, len)?, mode)?);
+        start += len;
+    }
+    let images = Tensor::cat(&parts, 0)?;
+    let run_root = if dir.file_name().is_some_and(|n| n == "final") {
+        dir.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.clone())
+    } else {
+        dir.parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.clone())
+    };
+    let png = match &req.out {
+        Some(p) => p.clone(),
+        None => layout::samples(&run_root).join(format!("sample-s{seed}-n{}.png", req.n)),
+    };
+    if let Some(parent) = png.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).ctx("creating", parent)?;
+        }
+    }
+    let ncol = grid::default_ncol(req.n);
+    grid::make_grid(&images, ncol, 2, 0)?.save_png(&png)?;
+    let zpath = png.with_extension("z.safetensors");
+    let state = checkpoint::read_state(&dir)?;
+    let meta = [
+        ("model_dir".to_string(), dir.display().to_string()),
+        ("step".to_string(), state.step.to_string()),
+        ("seed".to_string(), seed.to_string()),
+        ("grid_columns".to_string(), ncol.to_string()),
+        (
+            "order".to_string(),
+            "row-major: image i is at row i / grid_columns, column i % grid_columns".to_string(),
+        ),
+    ];
+    save_z(&z, &zpath, &meta)?;
+    Ok(SampleReport {
+        png,
+        z: zpath,
+        seed,
+        model_dir: dir,
+    })
+}
+
+fn save_z(z: &Tensor, path: &Path, meta: &[(String, String)]) -> Result<()> {
+    let z = z.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    let shape = z.dims().to_vec();
+    let bytes: Vec<u8> = z
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+        .map_err(|e| TrainError::Run(format!("z tensor: {e}")))?;
+    let metadata: std::collections::HashMap<String, String> = meta.iter().cloned().collect();
+    let data = safetensors::serialize([("z", view)], Some(metadata))
+        .map_err(|e| TrainError::Run(format!("serialising z: {e}")))?;
+    checkpoint::write_file_atomically(path, &data)
+}
+
+/// A human-readable description of a run directory.
+pub fn inspect(run_dir: &Path) -> Result<String> {
+    use std::fmt::Write;
+    let recipe_path = layout::recipe(run_dir);
+    if !recipe_path.exists() {
+        return Err(TrainError::Run(format!(
+            "{} is not an easel run directory (no recipe.toml)",
+            run_dir.display()
+        )));
+    }
+    let recipe = Recipe::load(&recipe_path, &[])?;
+    let mut s = String::new();
+    let _ = writeln!(s, "run        {}", run_dir.display());
+    let _ = writeln!(
+        s,
+        "recipe     {} — {}",
+        recipe.model.kind(),
+        recipe.description
+    );
+    let _ = writeln!(
+        s,
+        "data       {:?} {}×{}×{}{}",
+        recipe.data.source,
+        recipe.data.channels,
+        recipe.data.image_size,
+        recipe.data.image_size,
+        recipe
+            .data
+            .dir
+            .as_ref()
+            .map(|d| format!(" from {}", d.display()))
+            .unwrap_or_default()
+    );
+    let ckpts = checkpoint::list(&layout::checkpoints(run_dir))?;
+    let done = ckpts.last().map(|(s, _)| *s).unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "progress   {done} of {} steps saved (batch {}, seed {})",
+        recipe.train.steps, recipe.train.batch_size, recipe.seed
+    );
+    if let Some((_, last)) = ckpts.last() {
+        if let Ok(st) = checkpoint::read_state(last) {
+            let _ = writeln!(s, "time       {:.1} s of training", st.train_seconds);
+        }
+    }
+    let _ = writeln!(s, "checkpoints");
+    if ckpts.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for (step, dir) in &ckpts {
+        let _ = writeln!(
+            s,
+            "  step {step:>8}  {}  {:.1} MB",
+            dir.display(),
+            dir_size(dir) as f64 / 1e6
+        );
+    }
+    let fin = layout::final_dir(run_dir);
+    match checkpoint::read_state(&fin) {
+        Ok(st) => {
+            let _ = writeln!(s, "final      {} (step {})", fin.display(), st.step);
+        }
+        Err(_) => {
+            let _ = writeln!(s, "final      (not yet: the run has not finished)");
+        }
+    }
+    let samples: Vec<PathBuf> = std::fs::read_dir(layout::samples(run_dir))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "png"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let latest = samples
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
+        .max();
+    let _ = writeln!(
+        s,
+        "samples    {} PNG(s){}",
+        samples.len(),
+        latest
+            .map(|p| format!(", latest {}", p.display()))
+            .unwrap_or_default()
+    );
+    if let Ok(text) = std::fs::read_to_string(layout::metrics(run_dir)) {
+        if let Some(last) = text.lines().last() {
+            let _ = writeln!(s, "last log   {last}");
+        }
+    }
+    Ok(s)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Recipes under `dir` (recursively) with their descriptions, sorted by path.
+pub fn list_recipes(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).ctx("listing", &d)?;
+        for e in entries {
+            let p = e.ctx("listing", &d)?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                let desc = std::fs::read_to_string(&p)
+                    .ok()
+                    .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+                    .and_then(|t| {
+                        t.get("description")
+                            .and_then(|v| v.as_str())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| "(no description)".into());
+                out.push((p, desc));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

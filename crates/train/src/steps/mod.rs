@@ -1,0 +1,3 @@
+//! Training steps: one module per kind of training, each owning its networks and optimisers.
+
+pub mod dcgan;
