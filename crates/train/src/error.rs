@@ -28,7 +28,7 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     /// Loading data failed.
     #[error(transparent)]
-    Data(#[from] easel_data::DataError),
+    Data(Box<easel_data::DataError>),
     /// A loss or scalar became NaN or infinite.
     #[error("{name} is {value} at step {step}: training stopped before this step was saved. {checkpoint}\nLower the learning rate or check the data, then `easel resume` from that checkpoint.")]
     NonFinite {
@@ -44,6 +44,12 @@ pub enum TrainError {
     /// A run directory or checkpoint is not what was expected.
     #[error("{0}")]
     Run(String),
+}
+
+impl From<easel_data::DataError> for TrainError {
+    fn from(e: easel_data::DataError) -> Self {
+        TrainError::Data(Box::new(e))
+    }
 }
 
 /// Result alias for this crate.

@@ -330,7 +330,7 @@ pub fn fit(
         log.bar.set_position(state.step);
 
         let s = state.step;
-        if s % cfg.log_every == 0 || s == start_step + 1 || s == cfg.steps {
+        if s.is_multiple_of(cfg.log_every) || s == start_step + 1 || s == cfg.steps {
             let secs = window_start.elapsed().as_secs_f64().max(1e-9);
             let ips = window_images as f64 / secs;
             let shown: Scalars = scalars
@@ -361,14 +361,14 @@ pub fn fit(
             window_images = 0;
             window_steps = 0;
         }
-        if (cfg.sample_every > 0 && s % cfg.sample_every == 0) || s == cfg.steps {
+        if (cfg.sample_every > 0 && s.is_multiple_of(cfg.sample_every)) || s == cfg.steps {
             write_preview(step, run, s, &mut log)?;
             last_preview = Some(s);
         }
-        if cfg.histogram_every > 0 && s % cfg.histogram_every == 0 {
+        if cfg.histogram_every > 0 && s.is_multiple_of(cfg.histogram_every) {
             write_histograms(step, s, &mut log)?;
         }
-        if s % cfg.checkpoint_every == 0 || s == cfg.steps {
+        if s.is_multiple_of(cfg.checkpoint_every) || s == cfg.steps {
             save_checkpoint(step, state, run, cfg, opts.recipe_toml)?;
             last_saved = Some(s);
         }

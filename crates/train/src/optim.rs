@@ -119,18 +119,22 @@ impl Optimizer {
         let bad = |m: String| Err(TrainError::Run(format!("optimiser {spec:?}: {m}")));
         match &spec {
             OptimSpec::Adam(c) => {
-                if !(c.lr > 0.0)
+                if c.lr.is_nan()
+                    || c.lr <= 0.0
                     || !(0.0..1.0).contains(&c.beta1)
                     || !(0.0..1.0).contains(&c.beta2)
-                    || !(c.eps > 0.0)
+                    || c.eps.is_nan()
+                    || c.eps <= 0.0
                 {
                     return bad("need lr > 0, 0 ≤ beta1, beta2 < 1, eps > 0".into());
                 }
             }
             OptimSpec::Rmsprop(c) => {
-                if !(c.lr > 0.0)
+                if c.lr.is_nan()
+                    || c.lr <= 0.0
                     || !(0.0..1.0).contains(&c.alpha)
-                    || !(c.eps > 0.0)
+                    || c.eps.is_nan()
+                    || c.eps <= 0.0
                     || c.momentum < 0.0
                 {
                     return bad("need lr > 0, 0 ≤ alpha < 1, eps > 0, momentum ≥ 0".into());
