@@ -103,6 +103,8 @@ fn missing_files_are_named_with_the_fix() {
         &format!("data.dir=\"{}\"", s(&missing)),
     ]);
     assert!(e.contains("no-mnist-here") && e.contains("data.dir"), "{e}");
+    // Nothing was left on disk by the failed start.
+    assert!(!d.path().join("r").exists());
     let e = easel_err(&[
         "train",
         "recipes/tiny/dcgan-images64.toml",

@@ -100,6 +100,10 @@ pub fn train(req: &TrainRequest, interrupt: &AtomicBool) -> Result<RunReport> {
             run_dir.display()
         )));
     }
+    // Open the data and build the networks before creating anything on disk, so a missing
+    // dataset or a bad architecture leaves no half-made run directory behind.
+    let dataset = easel_data::open(&recipe.data, recipe.seed)?;
+    build_step(&recipe, &req.device)?;
     std::fs::create_dir_all(&run_dir).ctx("creating", &run_dir)?;
     let recipe_toml = recipe.to_toml()?;
     checkpoint::write_file_atomically(&layout::recipe(&run_dir), recipe_toml.as_bytes())?;
@@ -117,6 +121,7 @@ pub fn train(req: &TrainRequest, interrupt: &AtomicBool) -> Result<RunReport> {
         &recipe_toml,
         &run_dir,
         &req.device,
+        Some(dataset),
         None,
         state,
         interrupt,
@@ -176,6 +181,7 @@ pub fn resume(
         &recipe_toml,
         run_dir,
         device,
+        None,
         Some(&ckpt),
         state,
         interrupt,
@@ -189,13 +195,17 @@ fn run(
     recipe_toml: &str,
     run_dir: &Path,
     device: &Device,
+    dataset: Option<std::sync::Arc<dyn easel_data::Dataset>>,
     checkpoint_dir: Option<&Path>,
     mut state: TrainState,
     interrupt: &AtomicBool,
     quiet: bool,
 ) -> Result<RunReport> {
     let started = Instant::now();
-    let dataset = easel_data::open(&recipe.data, recipe.seed)?;
+    let dataset = match dataset {
+        Some(d) => d,
+        None => easel_data::open(&recipe.data, recipe.seed)?,
+    };
     let mut step = build_step(recipe, device)?;
     if let Some(dir) = checkpoint_dir {
         state = fit::load_checkpoint(step.as_mut(), dir)?;

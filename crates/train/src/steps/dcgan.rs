@@ -143,6 +143,48 @@ impl DcganStep {
             timings: None,
         })
     }
+
+    /// One DCGAN update on `real` `[B, C, S, S]` with noise `z` `[B, nz]`: what
+    /// [`TrainStep::step`] runs after drawing its batch and noise (public for parity tests).
+    pub fn update(&mut self, real: &Tensor, z: &Tensor) -> Result<Scalars> {
+        let b = real.dim(0)?;
+        let mut clock = Clock {
+            times: self.timings.as_mut(),
+            device: real.device().clone(),
+            last: std::time::Instant::now(),
+        };
+
+        // (1) Update D: maximise log D(x) + log(1 − D(G(z))).
+        let fake = self.g.forward_t(z, BnMode::Train)?; // [B, C, S, S]
+        let d_real = self.d.forward_t(real, BnMode::Train)?; // [B] logits
+        let d_fake = self.d.forward_t(&fake.detach(), BnMode::Train)?; // [B]
+        let loss_d_real = bce_with_logits(&d_real, self.real_target)?;
+        let loss_d_fake = bce_with_logits(&d_fake, 0.0)?;
+        let loss_d = (&loss_d_real + &loss_d_fake)?;
+        clock.mark(|t| &mut t.forward)?;
+        let grads = loss_d.backward()?;
+        clock.mark(|t| &mut t.backward)?;
+        self.opt_d.step(&grads)?;
+        clock.mark(|t| &mut t.optimizer)?;
+
+        // (2) Update G: maximise log D(G(z)) (non-saturating).
+        let d_fake2 = self.d.forward_t(&fake, BnMode::Train)?; // [B]
+        let loss_g = bce_with_logits(&d_fake2, 1.0)?;
+        clock.mark(|t| &mut t.forward)?;
+        let grads = loss_g.backward()?;
+        clock.mark(|t| &mut t.backward)?;
+        self.opt_g.step(&grads)?;
+        clock.mark(|t| &mut t.optimizer)?;
+
+        Ok(vec![
+            ("loss_d", scalar(&loss_d)?),
+            ("loss_g", scalar(&loss_g)?),
+            ("d_x", mean_sigmoid(&d_real)?),
+            ("d_g_z1", mean_sigmoid(&d_fake)?),
+            ("d_g_z2", mean_sigmoid(&d_fake2)?),
+            ("batch_size", b as f64),
+        ])
+    }
 }
 
 fn mean_sigmoid(logits: &Tensor) -> Result<f64> {
@@ -186,44 +228,8 @@ impl TrainStep for DcganStep {
 
     fn step(&mut self, data: &mut dyn BatchSource, ctx: &mut StepContext) -> Result<Scalars> {
         let real = data.next_batch()?.images; // [B, C, S, S]
-        let b = real.dim(0)?;
-        let z = ctx.rng.randn((b, self.nz), ctx.device)?; // [B, nz]
-        let mut clock = Clock {
-            times: self.timings.as_mut(),
-            device: ctx.device.clone(),
-            last: std::time::Instant::now(),
-        };
-
-        // (1) Update D: maximise log D(x) + log(1 − D(G(z))).
-        let fake = self.g.forward_t(&z, BnMode::Train)?; // [B, C, S, S]
-        let d_real = self.d.forward_t(&real, BnMode::Train)?; // [B] logits
-        let d_fake = self.d.forward_t(&fake.detach(), BnMode::Train)?; // [B]
-        let loss_d_real = bce_with_logits(&d_real, self.real_target)?;
-        let loss_d_fake = bce_with_logits(&d_fake, 0.0)?;
-        let loss_d = (&loss_d_real + &loss_d_fake)?;
-        clock.mark(|t| &mut t.forward)?;
-        let grads = loss_d.backward()?;
-        clock.mark(|t| &mut t.backward)?;
-        self.opt_d.step(&grads)?;
-        clock.mark(|t| &mut t.optimizer)?;
-
-        // (2) Update G: maximise log D(G(z)) (non-saturating).
-        let d_fake2 = self.d.forward_t(&fake, BnMode::Train)?; // [B]
-        let loss_g = bce_with_logits(&d_fake2, 1.0)?;
-        clock.mark(|t| &mut t.forward)?;
-        let grads = loss_g.backward()?;
-        clock.mark(|t| &mut t.backward)?;
-        self.opt_g.step(&grads)?;
-        clock.mark(|t| &mut t.optimizer)?;
-
-        Ok(vec![
-            ("loss_d", scalar(&loss_d)?),
-            ("loss_g", scalar(&loss_g)?),
-            ("d_x", mean_sigmoid(&d_real)?),
-            ("d_g_z1", mean_sigmoid(&d_fake)?),
-            ("d_g_z2", mean_sigmoid(&d_fake2)?),
-            ("batch_size", b as f64),
-        ])
+        let z = ctx.rng.randn((real.dim(0)?, self.nz), ctx.device)?; // [B, nz]
+        self.update(&real, &z)
     }
 
     fn preview(&mut self) -> Result<Tensor> {
