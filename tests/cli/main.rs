@@ -2,6 +2,7 @@
 
 mod common;
 mod errors;
+mod family;
 mod runs;
 mod sample;
 mod tensorboard;

@@ -67,7 +67,7 @@ fn sample_from_final_folder_alone_and_z_reproduce_it() {
     assert_eq!(z.dims(), [10, 16]);
     let (_, g, mode) =
         easel_train::session::load_generator(&moved, &candle_core::Device::Cpu).unwrap();
-    let one = g.generate(&z.narrow(0, 5, 1).unwrap(), mode).unwrap();
+    let one = g.generate(&z.narrow(0, 5, 1).unwrap(), None, mode).unwrap();
     let tile = easel_train::grid::make_grid(&one, 1, 0, 0).unwrap();
     let (col, row) = (5 % 4, 5 / 4);
     for y in 0..16u32 {

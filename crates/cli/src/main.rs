@@ -33,7 +33,7 @@ enum Command {
         /// cpu, cuda, cuda:N, metal or auto.
         #[arg(long, default_value = "auto")]
         device: String,
-        /// Run directory (default runs/<recipe>-<date>-<time>).
+        /// Run directory (default runs/RECIPE-DATE-TIME).
         #[arg(long)]
         run_dir: Option<PathBuf>,
         /// Print nothing but errors.
@@ -64,7 +64,11 @@ enum Command {
         /// Seed for the latent vectors.
         #[arg(long)]
         seed: Option<u64>,
-        /// Output PNG (default <run>/samples/sample-s<seed>-n<n>.png); z goes to <out>.z.safetensors.
+        /// Conditional models: every image of this class (default: a class grid, one row per
+        /// class, the same z in each column).
+        #[arg(long)]
+        class: Option<usize>,
+        /// Output PNG (default RUN/samples/sample-sSEED-nN.png); z goes to OUT.z.safetensors.
         #[arg(long)]
         out: Option<PathBuf>,
         /// cpu, cuda, cuda:N, metal or auto.
@@ -180,6 +184,7 @@ fn run() -> anyhow::Result<ExitCode> {
             run_dir,
             n,
             seed,
+            class,
             out,
             device,
         } => {
@@ -188,6 +193,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 model: run_dir,
                 n,
                 seed,
+                class,
                 out,
                 device,
             })?;

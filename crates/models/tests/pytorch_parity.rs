@@ -46,6 +46,7 @@ fn dcgan_matches_pytorch_examples() {
         ngf: 8,
         ndf: 8,
         leaky_slope: 0.2,
+        ..Config::default()
     };
     let gs = ParamStore::new(&Device::Cpu, 99);
     let g = Generator::new(&cfg, gs.var_builder()).unwrap();
@@ -94,6 +95,7 @@ fn a_checkpoint_from_another_architecture_is_rejected_by_name() {
         ngf: 16,
         ndf: 8,
         leaky_slope: 0.2,
+        ..Config::default()
     };
     let gs = ParamStore::new(&Device::Cpu, 0);
     Generator::new(&cfg, gs.var_builder()).unwrap();

@@ -1,7 +1,9 @@
 //! Layers with PyTorch semantics and `state_dict` names.
 
-use candle_core::{DType, Module, Result, Tensor, Var, D};
+use candle_core::{DType, Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
+
+use crate::ops;
 
 /// Hyper-parameters of a 2-D convolution (PyTorch `nn.Conv2d` arguments other than channels).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,7 +73,12 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.cfg;
-        let y = x.conv2d(&self.weight, c.padding, c.stride, c.dilation, 1)?;
+        let p = ops::Conv2dParams {
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+        };
+        let y = ops::conv2d(x, &self.weight, p)?;
         match &self.bias {
             None => Ok(y),
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
@@ -142,7 +149,13 @@ impl ConvTranspose2d {
 impl Module for ConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.cfg;
-        let y = x.conv_transpose2d(&self.weight, c.padding, c.output_padding, c.stride, 1)?;
+        let p = ops::ConvTranspose2dParams {
+            stride: c.stride,
+            padding: c.padding,
+            output_padding: c.output_padding,
+            dilation: 1,
+        };
+        let y = ops::conv_transpose2d(x, &self.weight, p)?;
         match &self.bias {
             None => Ok(y),
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
@@ -197,6 +210,18 @@ impl BatchNorm2d {
 
     /// Normalises `x` `[B, C, H, W]` per channel.
     pub fn forward_t(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        self.forward_act(x, mode, None)
+    }
+
+    /// `act(forward_t(x, mode))`. In the training modes on CPU the activation is fused into the
+    /// batch-norm kernel ([`ops::batch_norm_act_train`]): one op instead of two, with no
+    /// intermediate tensor in the forward or the backward.
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        mode: BnMode,
+        act: Option<ops::Activation>,
+    ) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         if c != self.weight.dim(0)? {
             candle_core::bail!(
@@ -205,45 +230,41 @@ impl BatchNorm2d {
                 x.dims()
             )
         }
-        let param = |t: &Tensor| t.reshape((1, c, 1, 1));
-        let (mean, var) = match mode {
-            BnMode::Eval => (
-                param(self.running_mean.as_tensor())?,
-                param(self.running_var.as_tensor())?,
-            ),
+        match mode {
+            BnMode::Eval => {
+                let param = |t: &Tensor| t.reshape((1, c, 1, 1))?.to_dtype(x.dtype());
+                let mean = param(self.running_mean.as_tensor())?;
+                let var = param(self.running_var.as_tensor())?;
+                let inv_std = (var + self.eps)?.sqrt()?.recip()?; // [1, C, 1, 1]
+                let scale = inv_std.broadcast_mul(&param(&self.weight)?)?;
+                let shift = param(&self.bias)?.broadcast_sub(&mean.broadcast_mul(&scale)?)?;
+                let y = x.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+                match act {
+                    None => Ok(y),
+                    Some(a) => ops::activation(&y, a),
+                }
+            }
             BnMode::Train | BnMode::BatchStats => {
                 let n = b * h * w;
-                // Statistics in f32 even for f16/bf16 inputs.
-                let xf = x.to_dtype(DType::F32)?;
-                let flat = xf.transpose(0, 1)?.reshape((c, n))?; // [C, B·H·W]
-                let mean = flat.mean(D::Minus1)?; // [C]
-                let var = flat
-                    .broadcast_sub(&mean.unsqueeze(1)?)?
-                    .sqr()?
-                    .mean(D::Minus1)?; // biased, [C]
+                if mode == BnMode::Train && n < 2 {
+                    candle_core::bail!("batch norm in training mode needs more than one value per channel, got input of shape {:?}", x.dims())
+                }
+                let out = ops::batch_norm_act_train(x, &self.weight, &self.bias, self.eps, act)?;
                 if mode == BnMode::Train {
-                    if n < 2 {
-                        candle_core::bail!("batch norm in training mode needs more than one value per channel, got input of shape {:?}", x.dims())
-                    }
+                    // PyTorch: running = (1 − m)·running + m·stat, with the unbiased variance.
                     let m = self.momentum;
-                    let unbiased = (var.detach() * (n as f64 / (n - 1) as f64))?;
+                    let dt = self.running_mean.dtype();
+                    let unbiased = (out.var.to_dtype(DType::F64)? * (n as f64 / (n - 1) as f64))?;
                     let rm = ((self.running_mean.as_tensor() * (1. - m))?
-                        + (mean.detach().to_dtype(self.running_mean.dtype())? * m)?)?;
+                        + (out.mean.to_dtype(dt)? * m)?)?;
                     let rv = ((self.running_var.as_tensor() * (1. - m))?
-                        + (unbiased.to_dtype(self.running_var.dtype())? * m)?)?;
+                        + (unbiased.to_dtype(dt)? * m)?)?;
                     self.running_mean.set(&rm)?;
                     self.running_var.set(&rv)?;
                 }
-                (
-                    param(&mean.to_dtype(x.dtype())?)?,
-                    param(&var.to_dtype(x.dtype())?)?,
-                )
+                Ok(out.y)
             }
-        };
-        let inv_std = (var + self.eps)?.sqrt()?.recip()?; // [1, C, 1, 1]
-        let scale = inv_std.broadcast_mul(&param(&self.weight)?)?;
-        let shift = param(&self.bias)?.broadcast_sub(&mean.broadcast_mul(&scale)?)?;
-        x.broadcast_mul(&scale)?.broadcast_add(&shift)
+        }
     }
 }
 
@@ -302,6 +323,37 @@ mod tests {
         let ye = bn.forward_t(&x, BnMode::Eval).unwrap();
         let first = (1. - rm[0]) / (rv[0] + 1e-5).sqrt();
         assert!((vec4(&ye)[0] - first).abs() < 1e-5);
+    }
+
+    #[test]
+    fn batch_norm_with_activation_equals_activation_of_batch_norm() {
+        let x = Tensor::randn(0f32, 2., (4, 3, 5, 5), &Device::Cpu).unwrap();
+        for act in [
+            ops::Activation::Relu,
+            ops::Activation::LeakyRelu(0.2),
+            ops::Activation::Tanh,
+        ] {
+            for mode in [BnMode::Train, BnMode::BatchStats, BnMode::Eval] {
+                let mk = || {
+                    let store = ParamStore::new(&Device::Cpu, 0);
+                    let bn = BatchNorm2d::new(3, Init::Const(1.5), store.var_builder()).unwrap();
+                    (store, bn)
+                };
+                let (s0, bn0) = mk();
+                let (s1, bn1) = mk();
+                // Make the running statistics non-trivial before Eval.
+                bn0.forward_t(&(&x * 3.).unwrap(), BnMode::Train).unwrap();
+                bn1.forward_t(&(&x * 3.).unwrap(), BnMode::Train).unwrap();
+                let want = ops::activation(&bn0.forward_t(&x, mode).unwrap(), act).unwrap();
+                let got = bn1.forward_act(&x, mode, Some(act)).unwrap();
+                let d = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "{act:?} {mode:?}");
+                assert_eq!(
+                    vec4(&s0.tensors()["running_var"]),
+                    vec4(&s1.tensors()["running_var"])
+                );
+            }
+        }
     }
 
     #[test]

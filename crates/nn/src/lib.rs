@@ -7,13 +7,16 @@
 //!   statistics) are stored beside the weights under PyTorch's names and kept out of optimisers.
 //! - [`layers`]: convolution, transposed convolution and batch normalisation with PyTorch's
 //!   semantics and `state_dict` names.
-//! - [`ops`]: the activations and tensor ops the layers use, in one place, so device-specific
-//!   kernels can be dispatched there without touching model code.
+//! - [`ops`]: the activations, batch norm, pooling and upsampling the layers and models use, in
+//!   one place: CPU tensors run easel's fused [`kernels`], other devices candle's own ops.
 //!
 //! Models see only a `VarBuilder`; they never touch files, recipes or devices directly.
 
+pub mod kernels;
 pub mod layers;
 pub mod ops;
+pub mod pyramid;
+pub mod spectral;
 mod store;
 
 pub use layers::{

@@ -12,7 +12,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 /// Names that PyTorch stores in a `state_dict` but that are not trained (buffers).
-const BUFFER_SUFFIXES: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
+/// (`weight_u`/`weight_v` are spectral-norm power-iteration vectors.)
+const BUFFER_SUFFIXES: [&str; 5] = [
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "weight_u",
+    "weight_v",
+];
 
 /// True when `name` is a buffer (e.g. `main.1.running_mean`), not a trainable parameter.
 pub fn is_buffer_name(name: &str) -> bool {
@@ -153,7 +160,10 @@ impl ParamStore {
                         )
                     }
                     let t = t.to_dtype(self.dtype)?.to_device(&self.device)?;
-                    var.set(&t)?;
+                    // Loading a store from its own tensors (same storage) needs a copy.
+                    if var.set(&t).is_err() {
+                        var.set(&t.copy()?)?;
+                    }
                 }
             }
         }

@@ -7,9 +7,9 @@ use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::fit::{Batch, BatchSource, StepContext, TrainStep};
-use crate::recipe::{DcganRecipe, ModelRecipe, Recipe, SampleBn, TrainConfig};
+use crate::recipe::{DcganRecipe, ModelRecipe, Recipe, TrainConfig};
 use crate::rng::StepRng;
-use crate::steps::dcgan::{DcganStep, PhaseTimes};
+use crate::steps::gan::{self, GanStep, PhaseTimes};
 
 struct FixedBatch {
     batch: Batch,
@@ -57,19 +57,12 @@ pub fn dcgan_config(
         channels,
         ..Default::default()
     };
-    let m = DcganRecipe {
-        nz: 100,
-        ngf: 64,
-        ndf: 64,
-        leaky_slope: 0.2,
-        label_smoothing: 0.0,
-        sample_bn: SampleBn::Eval,
-    };
+    let m = DcganRecipe::default(); // nz 100, ngf = ndf = 64
     let recipe = Recipe {
         description: "bench".into(),
         seed: 0,
         data,
-        model: ModelRecipe::Dcgan(m.clone()),
+        model: ModelRecipe::Dcgan(m),
         optim: Default::default(),
         train: TrainConfig {
             steps: steps as u64 + 1,
@@ -82,7 +75,9 @@ pub fn dcgan_config(
             preview_count: 1,
         },
     };
-    let mut step = DcganStep::new(&recipe, &m, device)?;
+    let spec = gan::spec(&recipe)?
+        .ok_or_else(|| crate::TrainError::Run("bench: not a GAN recipe".into()))?;
+    let mut step = GanStep::new(&recipe, spec, device)?;
     let mut rng = StepRng::new(0, "bench");
     let images = Tensor::from_vec(
         rng.uniform_vec(batch * channels * size * size, -1.0, 1.0),

@@ -93,6 +93,10 @@ pub trait TrainStep {
     fn step(&mut self, data: &mut dyn BatchSource, ctx: &mut StepContext) -> Result<Scalars>;
     /// Preview images `[N, C, H, W]` in [-1, 1] from fixed inputs, for the sample grid.
     fn preview(&mut self) -> Result<Tensor>;
+    /// Columns of the preview grid (default: about square, 8 for 64 images).
+    fn preview_columns(&self) -> Option<usize> {
+        None
+    }
     /// The console form of `scalars`.
     fn format_scalars(&self, scalars: &Scalars) -> String {
         scalars
@@ -393,7 +397,10 @@ pub fn fit(
 fn write_preview(step: &mut dyn TrainStep, run: &Path, s: u64, log: &mut Logger) -> Result<()> {
     let images = step.preview()?;
     let n = images.dim(0)?;
-    let g = grid::make_grid(&images, grid::default_ncol(n), 2, 0)?;
+    let ncol = step
+        .preview_columns()
+        .unwrap_or_else(|| grid::default_ncol(n));
+    let g = grid::make_grid(&images, ncol, 2, 0)?;
     let path = layout::samples(run).join(format!("step-{s:08}.png"));
     g.save_png(&path)?;
     let rgb: Vec<u8> = g.pixels.clone();

@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod device;
+pub mod double_backward;
 pub mod error;
 pub mod fit;
 pub mod grid;

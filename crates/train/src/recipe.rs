@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::optim::OptimSpec;
+pub use easel_models::dcgan::{Conditioning, DNorm};
 
 /// A whole recipe file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,12 @@ pub struct Recipe {
 pub enum ModelRecipe {
     /// DCGAN (Radford et al. 2016) with the non-saturating BCE loss.
     Dcgan(DcganRecipe),
+    /// Conditional GAN (Mirza & Osindero 2014) on the DCGAN networks.
+    Cgan(CganRecipe),
+    /// Wasserstein GAN (Arjovsky et al. 2017; gradient penalty: Gulrajani et al. 2017).
+    Wgan(WganRecipe),
+    /// LAPGAN (Denton et al. 2015): a Laplacian pyramid of GANs, coarse to fine.
+    Lapgan(LapganRecipe),
 }
 
 impl ModelRecipe {
@@ -47,11 +54,14 @@ impl ModelRecipe {
     pub fn kind(&self) -> &'static str {
         match self {
             ModelRecipe::Dcgan(_) => "dcgan",
+            ModelRecipe::Cgan(_) => "cgan",
+            ModelRecipe::Wgan(_) => "wgan",
+            ModelRecipe::Lapgan(_) => "lapgan",
         }
     }
 }
 
-/// `[model] kind = "dcgan"`. Image size and channels come from `[data]`.
+/// The DCGAN networks' sizes, shared by every GAN recipe (`[model]` keys).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DcganRecipe {
@@ -75,6 +85,163 @@ pub struct DcganRecipe {
     /// as pytorch/examples' previews do.
     #[serde(default)]
     pub sample_bn: SampleBn,
+    /// Spectral normalisation of every discriminator convolution (Miyato et al. 2018; SNGAN).
+    #[serde(default)]
+    pub spectral_norm: bool,
+    /// Discriminator normalisation: `batch` (DCGAN) or `none` (usual with spectral norm).
+    #[serde(default)]
+    pub d_norm: DNorm,
+}
+
+impl Default for DcganRecipe {
+    fn default() -> Self {
+        Self {
+            nz: defaults::nz(),
+            ngf: defaults::width(),
+            ndf: defaults::width(),
+            leaky_slope: defaults::leaky(),
+            label_smoothing: 0.0,
+            sample_bn: SampleBn::Eval,
+            spectral_norm: false,
+            d_norm: DNorm::Batch,
+        }
+    }
+}
+
+/// `[model] kind = "cgan"`: the DCGAN networks conditioned on the class label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CganRecipe {
+    /// Latent size.
+    #[serde(default = "defaults::nz")]
+    pub nz: usize,
+    /// Generator width.
+    #[serde(default = "defaults::width")]
+    pub ngf: usize,
+    /// Discriminator width.
+    #[serde(default = "defaults::width")]
+    pub ndf: usize,
+    /// Slope of the discriminator's LeakyReLU.
+    #[serde(default = "defaults::leaky")]
+    pub leaky_slope: f64,
+    /// One-sided label smoothing of the real target.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Batch norm when sampling (`eval` or `batch`).
+    #[serde(default)]
+    pub sample_bn: SampleBn,
+    /// Spectral normalisation of the discriminator.
+    #[serde(default)]
+    pub spectral_norm: bool,
+    /// Discriminator normalisation (`batch` or `none`).
+    #[serde(default)]
+    pub d_norm: DNorm,
+    /// How the discriminator sees the label: `concat` (one-hot maps on the input, Mirza &
+    /// Osindero) or `projection` (Miyato & Koyama 2018, as StudioGAN's strongest models).
+    #[serde(default)]
+    pub discriminator: Conditioning,
+    /// Number of classes; filled in from the dataset when unset (the resolved recipe records it).
+    #[serde(default)]
+    pub num_classes: Option<usize>,
+}
+
+/// `[model] kind = "lapgan"`: an 8×8 base GAN and `image_size / 8 = 2^levels` finer levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LapganRecipe {
+    /// Latent size of the 8×8 base generator.
+    #[serde(default = "defaults::nz")]
+    pub nz: usize,
+    /// Base generator width.
+    #[serde(default = "defaults::width")]
+    pub ngf: usize,
+    /// Base discriminator width.
+    #[serde(default = "defaults::width")]
+    pub ndf: usize,
+    /// Width of every finer level's generator.
+    #[serde(default = "defaults::width")]
+    pub level_ngf: usize,
+    /// Width of every finer level's discriminator.
+    #[serde(default = "defaults::level_ndf")]
+    pub level_ndf: usize,
+    /// Class-conditional LAPGAN (the paper's multi-class model): labels feed every level.
+    #[serde(default)]
+    pub conditional: bool,
+    /// Number of classes when conditional; filled in from the data when unset.
+    #[serde(default)]
+    pub num_classes: Option<usize>,
+    /// One-sided label smoothing of the real target.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Batch norm when sampling (`eval` or `batch`).
+    #[serde(default)]
+    pub sample_bn: SampleBn,
+}
+
+/// How the critic is kept 1-Lipschitz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Penalty {
+    /// Clip every critic parameter to ±`clip` after each update (Arjovsky et al.).
+    Clip,
+    /// Gradient penalty λ·(‖∇D(x̂)‖ − 1)² on random interpolates (Gulrajani et al.).
+    Gp,
+    /// Nothing besides what the network does (e.g. spectral norm).
+    None,
+}
+
+/// Critic updates per generator update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CriticSchedule {
+    /// Arjovsky et al.'s: 100 critic updates for the first 25 generator steps and every 500th,
+    /// `n_critic` otherwise.
+    #[default]
+    Arjovsky,
+    /// Always `n_critic`.
+    Constant,
+}
+
+/// `[model] kind = "wgan"`: a Wasserstein critic (no sigmoid) on the DCGAN networks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WganRecipe {
+    /// Latent size.
+    #[serde(default = "defaults::nz")]
+    pub nz: usize,
+    /// Generator width.
+    #[serde(default = "defaults::width")]
+    pub ngf: usize,
+    /// Critic width.
+    #[serde(default = "defaults::width")]
+    pub ndf: usize,
+    /// Slope of the critic's LeakyReLU.
+    #[serde(default = "defaults::leaky")]
+    pub leaky_slope: f64,
+    /// Batch norm when sampling (`eval` or `batch`).
+    #[serde(default)]
+    pub sample_bn: SampleBn,
+    /// `clip` (WGAN), `gp` (WGAN-GP) or `none`.
+    pub penalty: Penalty,
+    /// Clipping bound c (WGAN: 0.01).
+    #[serde(default = "defaults::clip")]
+    pub clip: f64,
+    /// Gradient-penalty weight λ (WGAN-GP: 10).
+    #[serde(default = "defaults::gp_weight")]
+    pub gp_weight: f64,
+    /// Critic updates per generator update (5 in both papers).
+    #[serde(default = "defaults::n_critic")]
+    pub n_critic: usize,
+    /// `arjovsky` (100 critic updates early on and every 500th step) or `constant`.
+    #[serde(default)]
+    pub schedule: CriticSchedule,
+    /// Spectral normalisation of the critic.
+    #[serde(default)]
+    pub spectral_norm: bool,
+    /// Critic normalisation; default `batch` with clipping (as the WGAN code) and `none` with
+    /// the gradient penalty (which is per sample, so batch norm is invalid there).
+    #[serde(default)]
+    pub d_norm: Option<DNorm>,
 }
 
 /// Batch-norm statistics used when sampling.
@@ -140,6 +307,18 @@ mod defaults {
     }
     pub fn preview_count() -> usize {
         64
+    }
+    pub fn clip() -> f64 {
+        0.01
+    }
+    pub fn gp_weight() -> f64 {
+        10.0
+    }
+    pub fn n_critic() -> usize {
+        5
+    }
+    pub fn level_ndf() -> usize {
+        32
     }
 }
 
@@ -219,14 +398,34 @@ impl Recipe {
         if let Err(e) = self.data.validate() {
             return bad(e.to_string());
         }
-        match &self.model {
-            ModelRecipe::Dcgan(m) => {
-                if !(0.0..1.0).contains(&m.label_smoothing) {
-                    return bad(format!(
-                        "model.label_smoothing must be in [0, 1), got {}",
-                        m.label_smoothing
-                    ));
-                }
+        let smoothing = match &self.model {
+            ModelRecipe::Dcgan(m) => m.label_smoothing,
+            ModelRecipe::Cgan(m) => m.label_smoothing,
+            ModelRecipe::Wgan(_) => 0.0,
+            ModelRecipe::Lapgan(m) => m.label_smoothing,
+        };
+        if !(0.0..1.0).contains(&smoothing) {
+            return bad(format!(
+                "model.label_smoothing must be in [0, 1), got {smoothing}"
+            ));
+        }
+        if let ModelRecipe::Lapgan(_) = &self.model {
+            let s = self.data.image_size;
+            if s < 16 || !s.is_multiple_of(8) || !(s / 8).is_power_of_two() {
+                return bad(format!("a lapgan recipe needs data.image_size = 8·2^k with k ≥ 1 (16, 32, 64, …), got {s}"));
+            }
+        }
+        if let ModelRecipe::Wgan(w) = &self.model {
+            if w.n_critic == 0 {
+                return bad("model.n_critic must be at least 1".into());
+            }
+            if w.penalty == Penalty::Clip
+                && w.clip.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+            {
+                return bad(format!("model.clip must be positive, got {}", w.clip));
+            }
+            if w.penalty == Penalty::Gp && w.d_norm == Some(DNorm::Batch) {
+                return bad("model.d_norm = \"batch\" cannot be used with the gradient penalty (it is per sample); use \"none\"".into());
             }
         }
         Ok(())
@@ -343,7 +542,9 @@ batch_size = 4
     #[test]
     fn minimal_recipe_fills_defaults_and_round_trips() {
         let r = Recipe::parse(MINIMAL, "r.toml", &[]).unwrap();
-        let ModelRecipe::Dcgan(m) = &r.model;
+        let ModelRecipe::Dcgan(m) = &r.model else {
+            panic!("dcgan")
+        };
         assert_eq!((m.nz, m.ngf, m.ndf), (100, 8, 64));
         assert_eq!(r.train.checkpoint_every, 500);
         let again = Recipe::parse(&r.to_toml().unwrap(), "resolved", &[]).unwrap();
@@ -386,7 +587,9 @@ batch_size = 4
         )
         .unwrap();
         assert_eq!(r.train.steps, 25);
-        let ModelRecipe::Dcgan(m) = &r.model;
+        let ModelRecipe::Dcgan(m) = &r.model else {
+            panic!("dcgan")
+        };
         assert_eq!(m.nz, 7);
         let e = err_of(MINIMAL, &["train.steps=abc"]);
         assert!(

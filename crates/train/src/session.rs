@@ -16,13 +16,63 @@ use crate::fit::{self, layout, DeviceLoader, FitOptions, FitOutcome, TrainStep};
 use crate::grid;
 use crate::recipe::{ModelRecipe, Recipe};
 use crate::rng::{derive_seed, StepRng};
-use crate::steps::dcgan::{self, DcganStep};
+use crate::steps::gan::{self, GanStep};
 
 /// Builds the training step a recipe describes.
 pub fn build_step(recipe: &Recipe, device: &Device) -> Result<Box<dyn TrainStep>> {
-    match &recipe.model {
-        ModelRecipe::Dcgan(m) => Ok(Box::new(DcganStep::new(recipe, m, device)?)),
+    if let ModelRecipe::Lapgan(m) = &recipe.model {
+        return Ok(Box::new(crate::steps::lapgan::LapganStep::new(
+            recipe, m, device,
+        )?));
     }
+    match gan::spec(recipe)? {
+        Some(spec) => Ok(Box::new(GanStep::new(recipe, spec, device)?)),
+        None => Err(TrainError::Run(format!(
+            "no training step for kind `{}`",
+            recipe.model.kind()
+        ))),
+    }
+}
+
+/// Whether training this recipe takes second-order gradients (WGAN-GP).
+fn needs_double_backward(recipe: &Recipe) -> bool {
+    matches!(&recipe.model, ModelRecipe::Wgan(w) if w.penalty == crate::recipe::Penalty::Gp)
+}
+
+/// Fills in what the data decides (the class count of a conditional GAN), so the resolved
+/// recipe is complete and `final/` can rebuild the networks without the data.
+fn resolve_with_data(recipe: &mut Recipe, dataset: &dyn easel_data::Dataset) -> Result<()> {
+    let slot = match &mut recipe.model {
+        ModelRecipe::Cgan(m) => Some(&mut m.num_classes),
+        ModelRecipe::Lapgan(m) if m.conditional => Some(&mut m.num_classes),
+        _ => None,
+    };
+    if let Some(num_classes) = slot {
+        let have = dataset.num_classes();
+        match (*num_classes, have) {
+            (None, Some(n)) => *num_classes = Some(n),
+            (None, None) => {
+                return Err(TrainError::Recipe {
+                    path: "recipe".into(),
+                    message: format!(
+                        "a conditional GAN needs labelled data, but {} has no classes",
+                        dataset.describe()
+                    ),
+                })
+            }
+            (Some(want), Some(n)) if want != n => {
+                return Err(TrainError::Recipe {
+                    path: "recipe".into(),
+                    message: format!(
+                        "model.num_classes = {want}, but {} has {n} classes",
+                        dataset.describe()
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// How a `train` or `resume` ended.
@@ -77,7 +127,7 @@ fn timestamp() -> String {
 
 /// Starts a new run from a recipe.
 pub fn train(req: &TrainRequest, interrupt: &AtomicBool) -> Result<RunReport> {
-    let recipe = Recipe::load(&req.recipe, &req.overrides)?;
+    let mut recipe = Recipe::load(&req.recipe, &req.overrides)?;
     let run_dir = match &req.run_dir {
         Some(d) => d.clone(),
         None => {
@@ -103,6 +153,7 @@ pub fn train(req: &TrainRequest, interrupt: &AtomicBool) -> Result<RunReport> {
     // Open the data and build the networks before creating anything on disk, so a missing
     // dataset or a bad architecture leaves no half-made run directory behind.
     let dataset = easel_data::open(&recipe.data, recipe.seed)?;
+    resolve_with_data(&mut recipe, dataset.as_ref())?;
     build_step(&recipe, &req.device)?;
     std::fs::create_dir_all(&run_dir).ctx("creating", &run_dir)?;
     let recipe_toml = recipe.to_toml()?;
@@ -201,6 +252,22 @@ fn run(
     interrupt: &AtomicBool,
     quiet: bool,
 ) -> Result<RunReport> {
+    if needs_double_backward(recipe) && !crate::double_backward::enabled() {
+        // WGAN-GP: train on a thread where candle keeps gradient graphs (see double_backward).
+        return crate::double_backward::scope(|| {
+            run(
+                recipe,
+                recipe_toml,
+                run_dir,
+                device,
+                dataset,
+                checkpoint_dir,
+                state,
+                interrupt,
+                quiet,
+            )
+        });
+    }
     let started = Instant::now();
     let dataset = match dataset {
         Some(d) => d,
@@ -270,8 +337,12 @@ fn run(
 pub struct SampleRequest {
     /// A run directory, its `final/`, or one of its checkpoint directories.
     pub model: PathBuf,
-    /// Number of images.
+    /// Number of images (for a conditional model without `class`: columns of the class grid ×
+    /// classes, rounded up to whole columns).
     pub n: usize,
+    /// Conditional models: draw every image of this class. Unset: a class grid, one row per class
+    /// with the same z in each column.
+    pub class: Option<usize>,
     /// Seed for z; default derived from the recipe seed.
     pub seed: Option<u64>,
     /// Output PNG; default `<run>/samples/sample-s<seed>-n<n>.png`.
@@ -318,17 +389,33 @@ pub fn load_generator(
     device: &Device,
 ) -> Result<(Recipe, Box<dyn ImageGenerator>, easel_nn::BnMode)> {
     let recipe = Recipe::load(&dir.join(checkpoint::RECIPE_FILE), &[])?;
-    match &recipe.model {
-        ModelRecipe::Dcgan(m) => {
-            let (g, store) = dcgan::build_generator(&recipe, m, device)?;
+    if let ModelRecipe::Lapgan(m) = &recipe.model {
+        let spec = crate::steps::lapgan::spec(&recipe, m)?;
+        let (g, stores) = crate::steps::lapgan::build_generator(&recipe, &spec, device)?;
+        for (name, store) in stores {
+            let path = dir.join(format!("{name}.safetensors"));
+            let tensors = checkpoint::load_tensors(&path, device)?;
+            store
+                .load_tensors(&tensors)
+                .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
+        }
+        return Ok((recipe, Box::new(g), spec.sample_mode));
+    }
+    match gan::spec(&recipe)? {
+        Some(spec) => {
+            let (g, store) = gan::build_generator(&recipe, &spec, device)?;
             let path = dir.join("generator.safetensors");
             let tensors = checkpoint::load_tensors(&path, device)?;
             store
                 .load_tensors(&tensors)
                 .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
-            let mode = dcgan::sample_mode(m);
-            Ok((recipe, Box::new(g), mode))
+            Ok((recipe, Box::new(g), spec.sample_mode))
         }
+        None => Err(TrainError::Run(format!(
+            "{}: a `{}` model has no generator to sample",
+            dir.display(),
+            recipe.model.kind()
+        ))),
     }
 }
 
@@ -343,21 +430,79 @@ pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
         .seed
         .unwrap_or_else(|| derive_seed(recipe.seed, "sample") % 1_000_000);
     let nz = g.latent_dim();
+    let classes = g.num_classes();
     let mut rng = StepRng::new(seed, "sample-z");
-    let z = Tensor::from_vec(rng.normal_vec(req.n * nz), (req.n, nz), &req.device)?;
+    // (z, labels, grid columns)
+    let (z, labels, ncol) = match (classes, req.class) {
+        (0, Some(_)) => {
+            return Err(TrainError::Run(format!(
+                "--class: the model in {} is unconditional",
+                dir.display()
+            )));
+        }
+        (0, None) => {
+            let z = Tensor::from_vec(rng.normal_vec(req.n * nz), (req.n, nz), &req.device)?;
+            (z, None, grid::default_ncol(req.n))
+        }
+        (k, Some(c)) if c >= k => {
+            return Err(TrainError::Run(format!(
+                "--class {c}: the model has classes 0..{}",
+                k - 1
+            )));
+        }
+        (_, Some(c)) => {
+            let z = Tensor::from_vec(rng.normal_vec(req.n * nz), (req.n, nz), &req.device)?;
+            let l = Tensor::from_vec(vec![c as u32; req.n], req.n, &req.device)?;
+            (z, Some(l), grid::default_ncol(req.n))
+        }
+        (k, None) => {
+            let cols = req.n.div_ceil(k);
+            let one = rng.normal_vec(cols * nz);
+            let mut all = Vec::with_capacity(k * one.len());
+            let mut labels = Vec::with_capacity(k * cols);
+            for c in 0..k {
+                all.extend_from_slice(&one);
+                labels.extend(std::iter::repeat_n(c as u32, cols));
+            }
+            let z = Tensor::from_vec(all, (k * cols, nz), &req.device)?;
+            (
+                z,
+                Some(Tensor::from_vec(labels, k * cols, &req.device)?),
+                cols,
+            )
+        }
+    };
+    let total = z.dim(0)?;
     // Eval-mode batch norm makes every image independent of the others, so chunking is exact.
     let chunk = if mode == easel_nn::BnMode::Eval {
         256
     } else {
-        req.n
+        total
     };
     let mut parts = Vec::new();
     let mut start = 0;
-    while start < req.n {
-        let len = chunk.min(req.n - start);
-        parts.push(g.generate(&z.narrow(0, start, len)?, mode)?);
+    while start < total {
+        let len = chunk.min(total - start);
+        let l = labels
+            .as_ref()
+            .map(|l| l.narrow(0, start, len))
+            .transpose()?;
+        let levels = g.generate_levels(&z.narrow(0, start, len)?, l.as_ref(), mode)?;
+        parts.push(if levels.len() > 1 {
+            // Multi-scale models: each level's output side by side, one row per image.
+            crate::steps::lapgan::side_by_side(&levels)?
+        } else {
+            g.generate(&z.narrow(0, start, len)?, l.as_ref(), mode)?
+        });
         start += len;
     }
+    let levels_per_image =
+        parts.first().map(|p| p.dim(0)).transpose()?.unwrap_or(1) / chunk.min(total).max(1);
+    let ncol = if levels_per_image > 1 {
+        levels_per_image
+    } else {
+        ncol
+    };
     let images = Tensor::cat(&parts, 0)?;
     let run_root = if dir.file_name().is_some_and(|n| n == "final") {
         dir.parent()
@@ -378,7 +523,6 @@ pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
             std::fs::create_dir_all(parent).ctx("creating", parent)?;
         }
     }
-    let ncol = grid::default_ncol(req.n);
     grid::make_grid(&images, ncol, 2, 0)?.save_png(&png)?;
     let zpath = png.with_extension("z.safetensors");
     let state = checkpoint::read_state(&dir)?;
@@ -392,7 +536,7 @@ pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
             "row-major: image i is at row i / grid_columns, column i % grid_columns".to_string(),
         ),
     ];
-    save_z(&z, &zpath, &meta)?;
+    save_z(&z, labels.as_ref(), &zpath, &meta)?;
     Ok(SampleReport {
         png,
         z: zpath,
@@ -401,19 +545,43 @@ pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
     })
 }
 
-fn save_z(z: &Tensor, path: &Path, meta: &[(String, String)]) -> Result<()> {
+fn save_z(
+    z: &Tensor,
+    labels: Option<&Tensor>,
+    path: &Path,
+    meta: &[(String, String)],
+) -> Result<()> {
     let z = z.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-    let shape = z.dims().to_vec();
-    let bytes: Vec<u8> = z
+    let zbytes: Vec<u8> = z
         .flatten_all()?
         .to_vec1::<f32>()?
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
-        .map_err(|e| TrainError::Run(format!("z tensor: {e}")))?;
+    let lbytes: Option<Vec<u8>> = match labels {
+        Some(l) => Some(
+            l.to_device(&Device::Cpu)?
+                .to_dtype(DType::U32)?
+                .to_vec1::<u32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        None => None,
+    };
+    let err = |e: safetensors::SafeTensorError| TrainError::Run(format!("z tensors: {e}"));
+    let zview =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, z.dims().to_vec(), &zbytes)
+            .map_err(err)?;
+    let mut views = vec![("z", zview)];
+    if let Some(lb) = &lbytes {
+        let lview =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::U32, vec![z.dim(0)?], lb)
+                .map_err(err)?;
+        views.push(("labels", lview));
+    }
     let metadata: std::collections::HashMap<String, String> = meta.iter().cloned().collect();
-    let data = safetensors::serialize([("z", view)], Some(metadata))
+    let data = safetensors::serialize(views, Some(metadata))
         .map_err(|e| TrainError::Run(format!("serialising z: {e}")))?;
     checkpoint::write_file_atomically(path, &data)
 }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use easel_train::fit::TrainStep;
-use easel_train::recipe::{DcganRecipe, ModelRecipe, Recipe, SampleBn, TrainConfig};
-use easel_train::steps::dcgan::DcganStep;
+use easel_train::recipe::{DcganRecipe, ModelRecipe, Recipe, TrainConfig};
+use easel_train::steps::gan::{self, GanStep};
 
 fn fixture() -> HashMap<String, Tensor> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,9 +30,7 @@ fn two_training_steps_match_pytorch() {
         nz: 16,
         ngf: 8,
         ndf: 8,
-        leaky_slope: 0.2,
-        label_smoothing: 0.0,
-        sample_bn: SampleBn::Eval,
+        ..DcganRecipe::default()
     };
     let recipe = Recipe {
         description: String::new(),
@@ -42,7 +40,7 @@ fn two_training_steps_match_pytorch() {
             channels: 3,
             ..Default::default()
         },
-        model: ModelRecipe::Dcgan(m.clone()),
+        model: ModelRecipe::Dcgan(m),
         optim: Default::default(), // DCGAN default: Adam(2e-4, β1 0.5)
         train: TrainConfig {
             steps: 2,
@@ -55,7 +53,8 @@ fn two_training_steps_match_pytorch() {
             preview_count: 1,
         },
     };
-    let mut step = DcganStep::new(&recipe, &m, &Device::Cpu).unwrap();
+    let spec = gan::spec(&recipe).unwrap().unwrap();
+    let mut step = GanStep::new(&recipe, spec, &Device::Cpu).unwrap();
     let nets = step.networks();
     nets[0].1.load_tensors(&sub(&t, "netG.")).unwrap();
     nets[1].1.load_tensors(&sub(&t, "netD.")).unwrap();

@@ -1,3 +1,4 @@
 //! Training steps: one module per kind of training, each owning its networks and optimisers.
 
-pub mod dcgan;
+pub mod gan;
+pub mod lapgan;

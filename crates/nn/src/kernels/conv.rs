@@ -1,0 +1,1677 @@
+//! 2-D convolution and transposed convolution on the CPU, as candle custom ops whose backward
+//! passes run on the same kernels.
+//!
+//! # One geometry, three kernels
+//!
+//! Everything is described from the convolution's side: an input `x` `[N, C, H, W]` convolved
+//! with a kernel `w` `[O, C, KH, KW]` (stride `s`, zero padding `p`, dilation `d`; groups = 1)
+//! gives `y` `[N, O, OH, OW]`, `OH = (H + 2p − d(KH − 1) − 1)/s + 1` (likewise `OW`). Write
+//! `P = OH·OW` (output positions per image) and `K = C·KH·KW` (taps per output value). Three
+//! kernels cover every pass of both layers:
+//!
+//! | kernel | computes | used for |
+//! |---|---|---|
+//! | forward | `y = conv(x, w)` | conv2d forward; transposed-conv input gradient |
+//! | data-gradient | `x̄ = convᵀ(ȳ, w)` | transposed-conv forward; conv2d input gradient |
+//! | weight-gradient | `w̄ = Σₙ ȳₙ ⋆ xₙ` | the weight gradient of both |
+//!
+//! A transposed convolution with input `u` `[N, Ci, Hi, Wi]` and PyTorch weight `[Ci, Co, KH, KW]`
+//! *is* the data-gradient of the convolution with `O = Ci`, `C = Co`, `(OH, OW) = (Hi, Wi)` and
+//! `(H, W)` the transposed output size; its weight tensor is already laid out as `[O, C, KH, KW]`,
+//! so no kernel ever copies or flips a weight.
+//!
+//! # im2col/col2im + GEMM
+//!
+//! All three are matrix products over a block of columns `j` = (image, output position), with
+//! the weight as the `O × K` matrix `W`:
+//!
+//! - **forward**: `im2col` gathers the block's taps into `X` (`K × cols`, row-major, one row per
+//!   tap, zeros for padding); `Y = W·X` is written straight into `y` when the block is (part of)
+//!   one image, or into a scratch tile that is then copied into `y`'s `[N, O, P]` layout.
+//! - **data-gradient**: `Xᵀ = Ȳᵀ·W` (`cols × K`) and `col2im` adds every column back onto the
+//!   pixels it was read from. Blocks are (images × input channels), so two blocks never add to the
+//!   same pixel and no atomics or locks are needed. For wide outputs (`OW ≥ 8`) the matrix is
+//!   built tap-major instead, `X = Wᵀ·Ȳ` (`K × cols`, `Wᵀ` copied once per call), so that
+//!   `col2im` adds long contiguous rows.
+//! - **weight-gradient**: `im2row` gathers the taps as `Xᵀ` (`cols × K`, one row per output
+//!   position); `W̄ += Ȳ·Xᵀ` accumulates into a partial sum per worker thread; the partials are
+//!   added at the end (in parallel).
+//!
+//! When the tap matrix is merely a view of the input — a 1×1 kernel with stride 1 and no
+//! padding, or a kernel covering the whole unpadded image (DCGAN's first and last layers) — no
+//! gather is made: the GEMM reads the input (and the data-gradient writes its result) in place
+//! through strides. Likewise `Ȳ` is read in place when its columns are evenly spaced.
+//!
+//! The operand layouts are the ones the `gemm` crate ran fastest for each product (single
+//! thread, AVX-512, DCGAN sizes): e.g. `Xᵀ = Ȳᵀ·W` ≈ 140–160 GFLOP/s with `Xᵀ` row-major but
+//! ≈ 85–105 with `X` row-major, and `W̄ = Ȳ·Xᵀ` ≈ 140–160 with `Xᵀ` row-major but ≈ 60 with `X`
+//! row-major read transposed.
+//!
+//! # Backward
+//!
+//! Each op's `bwd` runs the other two kernels as custom ops (so their own backward passes exist
+//! for second-order gradients: all three are linear in each argument), and returns `None` for
+//! an argument that needs no gradient (`!track_op()`: real images, detached fakes, latent
+//! vectors), which skips that product entirely.
+//!
+//! # Blocking and threads
+//!
+//! The GEMM runs single-threaded inside each task; rayon spreads the tasks over its pool
+//! (`rayon::current_num_threads()`, i.e. `RAYON_NUM_THREADS` or one per core).
+//!
+//! - Images with few output positions (deep layers: `P` = 16 or 64) are batched side by side so a
+//!   block has ≈ [`TARGET_COLS`] columns: a GEMM with 16 columns runs at ≈ 60 % of one with 256.
+//! - A block's column matrix is capped at [`COLS_BUDGET`] elements (it stays near the cache and
+//!   large images never allocate `K × H·W` at once); large images are split into position tiles
+//!   (forward, weight-gradient) or channel groups and sequential position tiles (data-gradient).
+//! - With fewer blocks than threads (batch 1), images are split further so that every thread has
+//!   work.
+//! - Scratch tiles are per thread and reused across calls, so the hot path does not allocate
+//!   beyond each op's output (and the per-thread weight-gradient partials); outputs that the
+//!   GEMM overwrites entirely are not zeroed first.
+//!
+//! Inputs may have any strides (transposed, narrowed, broadcast views): `im2col`/`im2row` and
+//! the gathers read through the layout, so no separate layout copy is made. Only weights are
+//! ever copied (a non-contiguous weight once per call, and `Wᵀ` for a tap-major data-gradient;
+//! both in parallel where large, and small next to the products).
+//!
+//! # GEMM
+//!
+//! [`gemm::gemm`] 0.19 with the workspace's `x86-v4` feature: AVX-512 micro-kernels. The feature
+//! only compiles them in; `gemm-common` picks the kernel at run time
+//! (`is_x86_feature_detected!("avx512f")`, else `"fma"` → AVX2/FMA, else scalar), so the same
+//! binary runs on CPUs without AVX-512.
+
+use std::cell::RefCell;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+/// Columns (images × output positions) a GEMM block aims for when images are small.
+pub const TARGET_COLS: usize = 256;
+/// Largest column matrix (elements) one task builds.
+pub const COLS_BUDGET: usize = 1 << 20;
+/// Output width from which the data-gradient builds its column matrix tap-major (measured on
+/// the DCGAN layers: +25–60 % at widths 16–32, +3–5 % at 8, −10–20 % at 4).
+const TAP_MAJOR_MIN_OW: usize = 8;
+/// Smallest position tile when an image is split.
+const MIN_TILE: usize = 64;
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+
+/// Stride, padding and dilation of a 2-D convolution (equal along both axes, as candle's
+/// `Tensor::conv2d`; the kernel may be rectangular).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Stride (≥ 1).
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Dilation (≥ 1).
+    pub dilation: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// Stride and padding, dilation 1.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self {
+            stride,
+            padding,
+            dilation: 1,
+        }
+    }
+}
+
+/// Stride, padding, output padding and dilation of a transposed 2-D convolution (PyTorch
+/// `nn.ConvTranspose2d`; equal along both axes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvTranspose2dParams {
+    /// Stride (≥ 1).
+    pub stride: usize,
+    /// Padding removed from every side of the full output.
+    pub padding: usize,
+    /// Extra rows/columns on the bottom/right of the output (< max(stride, dilation)).
+    pub output_padding: usize,
+    /// Dilation (≥ 1).
+    pub dilation: usize,
+}
+
+impl Default for ConvTranspose2dParams {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            output_padding: 0,
+            dilation: 1,
+        }
+    }
+}
+
+impl ConvTranspose2dParams {
+    /// Stride and padding, no output padding, dilation 1.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self {
+            stride,
+            padding,
+            ..Self::default()
+        }
+    }
+}
+
+/// Whether these kernels can compute a convolution of `x` with `w`: both on the CPU, both f32 or
+/// both f64.
+pub fn supports(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu()
+        && w.device().is_cpu()
+        && x.dtype() == w.dtype()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// `conv2d(x, w)`: `x` `[N, C, H, W]`, `w` `[O, C, KH, KW]` → `[N, O, OH, OW]`, differentiable in
+/// both arguments (CPU, f32/f64; see [`supports`]).
+pub fn conv2d(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    let s = Spec::new(p.stride, p.padding, p.dilation, "conv2d")?;
+    let (_, c, h, wd) = dims4(x, "conv2d", "input")?;
+    let (_, cw, kh, kw) = dims4(w, "conv2d", "weight")?;
+    if c != cw {
+        bail!(
+            "conv2d: input {:?} has {c} channels but weight {:?} expects {cw}",
+            x.dims(),
+            w.dims()
+        )
+    }
+    let out = s.out_hw(h, wd, kh, kw).ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "conv2d: kernel {kh}×{kw} (dilation {}) does not fit input {:?} with padding {}",
+            s.d,
+            x.dims(),
+            s.p
+        ))
+    })?;
+    x.apply_op2(w, Conv2dOp { s, out })
+}
+
+/// Transposed convolution (PyTorch `conv_transpose2d`): `x` `[N, Ci, H, W]`, `w`
+/// `[Ci, Co, KH, KW]` → `[N, Co, (H−1)s − 2p + d(KH−1) + output_padding + 1, …]`, differentiable
+/// in both arguments (CPU, f32/f64; see [`supports`]).
+pub fn conv_transpose2d(x: &Tensor, w: &Tensor, p: ConvTranspose2dParams) -> Result<Tensor> {
+    let s = Spec::new(p.stride, p.padding, p.dilation, "conv_transpose2d")?;
+    if p.output_padding >= p.stride.max(p.dilation) {
+        bail!(
+            "conv_transpose2d: output padding {} must be smaller than stride {} or dilation {}",
+            p.output_padding,
+            p.stride,
+            p.dilation
+        )
+    }
+    let (_, ci, h, wd) = dims4(x, "conv_transpose2d", "input")?;
+    let (cw, _, kh, kw) = dims4(w, "conv_transpose2d", "weight")?;
+    if ci != cw {
+        bail!(
+            "conv_transpose2d: input {:?} has {ci} channels but weight {:?} expects {cw}",
+            x.dims(),
+            w.dims()
+        )
+    }
+    if kh == 0 || kw == 0 || h == 0 || wd == 0 {
+        bail!(
+            "conv_transpose2d: empty input {:?} or weight {:?}",
+            x.dims(),
+            w.dims()
+        )
+    }
+    let size = |i: usize, k: usize| {
+        ((i - 1) * s.s + s.d * (k - 1) + 1 + p.output_padding)
+            .checked_sub(2 * s.p)
+            .filter(|&o| o > 0)
+    };
+    let (Some(oh), Some(ow)) = (size(h, kh), size(wd, kw)) else {
+        bail!(
+            "conv_transpose2d: padding {} leaves no output for input {:?} and weight {:?}",
+            s.p,
+            x.dims(),
+            w.dims()
+        )
+    };
+    x.apply_op2(w, ConvTransposeOp { s, out: (oh, ow) })
+}
+
+/// The input gradient of `conv2d(x, w, p)` for an `x` of spatial size `in_hw`, given the output
+/// gradient `gy` `[N, O, OH, OW]` (the data-gradient kernel; differentiable).
+pub fn conv2d_input_grad(
+    gy: &Tensor,
+    w: &Tensor,
+    in_hw: (usize, usize),
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    let s = Spec::new(p.stride, p.padding, p.dilation, "conv2d_input_grad")?;
+    dims4(gy, "conv2d_input_grad", "output gradient")?;
+    dims4(w, "conv2d_input_grad", "weight")?;
+    gy.apply_op2(w, ConvTransposeOp { s, out: in_hw })
+}
+
+/// The weight gradient of `conv2d(x, w, p)` for a `kh`×`kw` kernel, given the output gradient
+/// `gy` `[N, O, OH, OW]`: `[O, C, KH, KW]` (the weight-gradient kernel; differentiable).
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    gy: &Tensor,
+    k_hw: (usize, usize),
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    let s = Spec::new(p.stride, p.padding, p.dilation, "conv2d_weight_grad")?;
+    dims4(x, "conv2d_weight_grad", "input")?;
+    dims4(gy, "conv2d_weight_grad", "output gradient")?;
+    x.apply_op2(gy, WeightGradOp { s, k: k_hw })
+}
+
+fn dims4(t: &Tensor, op: &str, what: &str) -> Result<(usize, usize, usize, usize)> {
+    match t.dims() {
+        &[a, b, c, d] => Ok((a, b, c, d)),
+        d => bail!("{op}: expects a 4-D {what} tensor, got shape {d:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry
+
+/// Stride, padding and dilation, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spec {
+    s: usize,
+    p: usize,
+    d: usize,
+}
+
+impl Spec {
+    fn new(s: usize, p: usize, d: usize, op: &str) -> Result<Self> {
+        if s == 0 || d == 0 {
+            bail!("{op}: stride ({s}) and dilation ({d}) must be at least 1")
+        }
+        Ok(Self { s, p, d })
+    }
+
+    /// Output length of a convolution along one axis, if the (dilated) kernel fits.
+    fn out_len(&self, len: usize, k: usize) -> Option<usize> {
+        if k == 0 {
+            return None;
+        }
+        (len + 2 * self.p)
+            .checked_sub(self.d * (k - 1) + 1)
+            .map(|r| r / self.s + 1)
+    }
+
+    fn out_hw(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
+        Some((self.out_len(h, kh)?, self.out_len(w, kw)?))
+    }
+}
+
+/// The convolution `x [n, c, h, w] ⋆ w [o, c, kh, kw] → y [n, o, oh, ow]` every kernel works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    s: usize,
+    pad: usize,
+    d: usize,
+}
+
+impl Geom {
+    /// Builds and checks a geometry: `(oh, ow)` must not exceed what the kernel can produce.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        op: &str,
+        spec: Spec,
+        (n, c, h, w): (usize, usize, usize, usize),
+        (o, kh, kw): (usize, usize, usize),
+        (oh, ow): (usize, usize),
+    ) -> Result<Self> {
+        match spec.out_hw(h, w, kh, kw) {
+            Some((mh, mw)) if oh <= mh && ow <= mw => {}
+            _ => bail!(
+                "{op}: a {kh}×{kw} kernel (stride {}, padding {}, dilation {}) cannot map input \
+                 [{n}, {c}, {h}, {w}] to output [{n}, {o}, {oh}, {ow}]",
+                spec.s,
+                spec.p,
+                spec.d
+            ),
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            oh,
+            ow,
+            s: spec.s,
+            pad: spec.p,
+            d: spec.d,
+        })
+    }
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn kk(&self) -> usize {
+        self.kh * self.kw
+    }
+    fn k(&self) -> usize {
+        self.c * self.kk()
+    }
+    /// Range of output columns `ow` whose tap `kj` lands inside the input row.
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let off = kj * self.d; // input column = ow·s + off − pad
+        let lo = if self.pad > off {
+            (self.pad - off).div_ceil(self.s)
+        } else {
+            0
+        };
+        let hi = if self.w + self.pad > off {
+            (self.w + self.pad - off).div_ceil(self.s)
+        } else {
+            0
+        };
+        (lo.min(self.ow), hi.min(self.ow).max(lo.min(self.ow)))
+    }
+    /// Input row read by output row `oh` through tap row `ki`, if inside the image.
+    #[inline]
+    fn in_row(&self, oh: usize, ki: usize) -> Option<usize> {
+        (oh * self.s + ki * self.d)
+            .checked_sub(self.pad)
+            .filter(|&r| r < self.h)
+    }
+}
+
+/// A 4-D strided view of a storage buffer.
+#[derive(Clone, Copy)]
+struct View<'a, T> {
+    data: &'a [T],
+    off: usize,
+    st: [usize; 4],
+}
+
+impl<'a, T: Copy> View<'a, T> {
+    fn new(data: &'a [T], l: &Layout) -> Self {
+        let st = l.stride();
+        Self {
+            data,
+            off: l.start_offset(),
+            st: [st[0], st[1], st[2], st[3]],
+        }
+    }
+    #[inline]
+    fn plane(&self, n: usize, c: usize) -> usize {
+        self.off + n * self.st[0] + c * self.st[1]
+    }
+    /// Whether positions `(i, j)` of a `rows × cols` plane sit at `i·cols + j`.
+    fn plane_linear(&self, cols: usize, rows: usize) -> bool {
+        (self.st[3] == 1 || cols <= 1) && (self.st[2] == cols || rows <= 1)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element types, scratch, GEMM
+
+/// The element types the kernels run on (f32, f64).
+trait Elem: WithDType + Default {
+    const ONE: Self;
+    /// Runs `f` on a scratch buffer of `len` elements owned by the current thread (contents
+    /// unspecified). Falls back to a fresh buffer if the thread's is already in use.
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+macro_rules! elem {
+    ($t:ty, $tls:ident) => {
+        thread_local! {
+            static $tls: RefCell<Vec<$t>> = const { RefCell::new(Vec::new()) };
+        }
+        impl Elem for $t {
+            const ONE: Self = 1.0;
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                $tls.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => {
+                        if buf.len() < len {
+                            buf.resize(len, 0.0);
+                        }
+                        f(&mut buf[..len])
+                    }
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
+            }
+        }
+    };
+}
+elem!(f32, SCRATCH_F32);
+elem!(f64, SCRATCH_F64);
+
+/// `dst = [dst +] lhs · rhs` with `dst` m×n, `lhs` m×k, `rhs` k×n, each given as a pointer with
+/// (row stride, column stride) in elements. Runs on the calling thread.
+///
+/// # Safety
+/// Every element `(i, j)` of each matrix must lie inside one live allocation; `dst` must not
+/// alias `lhs` or `rhs`, and no other thread may access the `dst` elements during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    (d_rs, d_cs): (usize, usize),
+    accumulate: bool,
+    lhs: *const T,
+    (l_rs, l_cs): (usize, usize),
+    rhs: *const T,
+    (r_rs, r_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: (i, j) is inside dst by the caller's contract.
+                    unsafe { *dst.add(i * d_rs + j * d_cs) = T::zero() };
+                }
+            }
+        }
+        return;
+    }
+    // SAFETY: forwarded from the caller's contract; gemm reads lhs/rhs and writes dst only at
+    // the given strides within m×k, k×n and m×n.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            d_cs as isize,
+            d_rs as isize,
+            accumulate,
+            lhs,
+            l_cs as isize,
+            l_rs as isize,
+            rhs,
+            r_cs as isize,
+            r_rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// A pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: only used to let parallel tasks write disjoint elements of one buffer (documented at
+// each use).
+unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+impl<T> SharedMut<T> {
+    #[inline]
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Work split
+
+/// How a kernel splits the batch: blocks of `nb` images, each (when `nb == 1`) cut into `npt`
+/// tiles of `pt` output positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tiles {
+    nb: usize,
+    nblk: usize,
+    pt: usize,
+    npt: usize,
+}
+
+impl Tiles {
+    /// `rows` is the height of the column matrix (elements per column).
+    fn new(n: usize, p: usize, rows: usize, threads: usize) -> Self {
+        let (n, p, rows, threads) = (n.max(1), p.max(1), rows.max(1), threads.max(1));
+        let mut nb = TARGET_COLS
+            .div_ceil(p)
+            .min((COLS_BUDGET / (rows * p)).max(1))
+            .min(n.div_ceil(threads))
+            .max(1);
+        let mut nblk = n.div_ceil(nb);
+        if nb > 1 && nblk % threads != 0 {
+            // Round the block count up to a multiple of the thread count, then even out the blocks.
+            nblk = nblk.next_multiple_of(threads).min(n);
+            nb = n.div_ceil(nblk);
+            nblk = n.div_ceil(nb);
+        }
+        let (mut pt, mut npt) = (p, 1);
+        if nb == 1 {
+            let cap = (COLS_BUDGET / rows).max(MIN_TILE);
+            let want = threads.div_ceil(nblk);
+            pt = p.min(cap).min(p.div_ceil(want).max(MIN_TILE));
+            npt = p.div_ceil(pt);
+        }
+        Self { nb, nblk, pt, npt }
+    }
+
+    /// (first image, images, first position, positions) of task `t`.
+    fn task(&self, t: usize, n: usize, p: usize) -> (usize, usize, usize, usize) {
+        let (blk, ti) = (t / self.npt, t % self.npt);
+        let n0 = blk * self.nb;
+        let p0 = ti * self.pt;
+        (n0, self.nb.min(n - n0), p0, self.pt.min(p - p0))
+    }
+    fn tasks(&self) -> usize {
+        self.nblk * self.npt
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gathers
+
+/// Calls `f(oh, ow0, ow1, j0)` for each output-row segment `oh, ow0..ow1` of the positions
+/// `[p0, p0 + pn)` of one image, `j0` being the segment's offset from `p0`.
+#[inline(always)]
+fn for_segments(g: &Geom, p0: usize, pn: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    let (mut oh, mut ow0) = if p0 == 0 {
+        (0, 0)
+    } else {
+        (p0 / g.ow, p0 % g.ow)
+    };
+    let mut j0 = 0;
+    while j0 < pn {
+        let len = (g.ow - ow0).min(pn - j0);
+        f(oh, ow0, ow0 + len, j0);
+        j0 += len;
+        oh += 1;
+        ow0 = 0;
+    }
+}
+
+/// `out[i] = src[start + i·step]`, with the common steps specialised so they vectorise.
+#[inline(always)]
+fn copy_strided<T: Copy>(out: &mut [T], src: &[T], start: usize, step: usize) {
+    let n = out.len();
+    if n == 0 {
+        return;
+    }
+    let src = &src[start..start + step * (n - 1) + 1];
+    match step {
+        1 => out.copy_from_slice(src),
+        2 => {
+            let (head, last) = out.split_at_mut(n - 1);
+            for (v, pair) in head.iter_mut().zip(src.chunks_exact(2)) {
+                *v = pair[0];
+            }
+            last[0] = src[2 * (n - 1)];
+        }
+        _ => {
+            for (i, v) in out.iter_mut().enumerate() {
+                *v = src[i * step];
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the few taps of one kernel row, without a `memcpy` call for
+/// the usual widths.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    match (dst.len(), src.len()) {
+        (4, 4) => {
+            let s: &[T; 4] = src.try_into().expect("4 taps");
+            let d: &mut [T; 4] = dst.try_into().expect("4 taps");
+            *d = *s;
+        }
+        (3, 3) => {
+            let s: &[T; 3] = src.try_into().expect("3 taps");
+            let d: &mut [T; 3] = dst.try_into().expect("3 taps");
+            *d = *s;
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// `x[start + i·step] += src[i]`, specialised like [`copy_strided`].
+#[inline(always)]
+fn add_strided<T: Elem>(x: &mut [T], start: usize, step: usize, src: &[T]) {
+    let n = src.len();
+    if n == 0 {
+        return;
+    }
+    let x = &mut x[start..start + step * (n - 1) + 1];
+    match step {
+        1 => {
+            for (d, v) in x.iter_mut().zip(src) {
+                *d += *v;
+            }
+        }
+        2 => {
+            let (head, last) = src.split_at(n - 1);
+            for (pair, v) in x.chunks_exact_mut(2).zip(head) {
+                pair[0] += *v;
+            }
+            x[2 * (n - 1)] += last[0];
+        }
+        _ => {
+            for (i, v) in src.iter().enumerate() {
+                x[i * step] += *v;
+            }
+        }
+    }
+}
+
+/// The tap matrix of a block as a strided view of the input itself, when gathering it would
+/// only copy: a 1×1 kernel with stride 1 and no padding (taps = channels, columns = pixels of
+/// one image) or a kernel covering the whole unpadded image (taps = the image, columns =
+/// images). Returns (offset, tap stride, column stride).
+fn tap_view(
+    g: &Geom,
+    off: usize,
+    st: [usize; 4],
+    (n0, nb): (usize, usize),
+    (p0, pn): (usize, usize),
+) -> Option<(usize, usize, usize)> {
+    let plane_linear = (st[3] == 1 || g.w <= 1) && (st[2] == g.w || g.h <= 1);
+    if g.pad != 0 || !plane_linear {
+        return None;
+    }
+    let one_to_one = g.kh == 1 && g.kw == 1 && g.s == 1 && g.oh == g.h && g.ow == g.w;
+    if one_to_one && nb == 1 && (st[1] > 0 || g.c <= 1) {
+        return Some((off + n0 * st[0] + p0, st[1], 1));
+    }
+    let whole = g.kh == g.h && g.kw == g.w && (g.d == 1 || g.kh * g.kw == 1);
+    if whole && g.p() == 1 && pn == 1 && (st[1] == g.h * g.w || g.c <= 1) && (st[0] > 0 || nb == 1)
+    {
+        return Some((off + n0 * st[0], 1, st[0]));
+    }
+    None
+}
+
+/// `s.fill(0)` without a `memset` call for the one or two padding columns at an edge.
+#[inline(always)]
+fn zero_short<T: Elem>(s: &mut [T]) {
+    match s.len() {
+        0 => {}
+        1 => s[0] = T::zero(),
+        _ => s.fill(T::zero()),
+    }
+}
+
+/// `cols[r][j]` (`K × nb·pn`, row-major): tap `r = (c, ki, kj)` of column `j = (b, p)`, for
+/// images `n0..n0+nb` and positions `p0..p0+pn` of `x`. The `KW` rows of one `(c, ki)` are
+/// filled together from the same input row.
+fn im2col<T: Elem>(
+    g: &Geom,
+    x: &View<T>,
+    (n0, nb): (usize, usize),
+    (p0, pn): (usize, usize),
+    cols: &mut [T],
+) {
+    let ncols = nb * pn;
+    let (sh, sw) = (x.st[2], x.st[3]);
+    let step = g.s * sw;
+    // Per tap column: the valid output columns and the input column of the first one.
+    let taps: Vec<(usize, usize, usize)> = (0..g.kw)
+        .map(|kj| {
+            let (lo, hi) = g.valid_cols(kj);
+            (lo, hi, (lo * g.s + kj * g.d).saturating_sub(g.pad))
+        })
+        .collect();
+    for (r, rows) in cols
+        .chunks_exact_mut(ncols * g.kw)
+        .take(g.c * g.kh)
+        .enumerate()
+    {
+        let (c, ki) = (r / g.kh, r % g.kh);
+        for b in 0..nb {
+            let plane = x.plane(n0 + b, c);
+            for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+                let col0 = b * pn + j0;
+                let len = ow1 - ow0;
+                let Some(ih) = g.in_row(oh, ki) else {
+                    for row in rows.chunks_exact_mut(ncols) {
+                        row[col0..col0 + len].fill(T::zero());
+                    }
+                    return;
+                };
+                let src = plane + ih * sh;
+                for (row, &(lo, hi, iw_lo)) in rows.chunks_exact_mut(ncols).zip(&taps) {
+                    let seg = &mut row[col0..col0 + len];
+                    let (a, e) = (lo.clamp(ow0, ow1), hi.clamp(ow0, ow1));
+                    let (z0, rest) = seg.split_at_mut(a - ow0);
+                    let (mid, z1) = rest.split_at_mut(e - a);
+                    zero_short(z0);
+                    zero_short(z1);
+                    if a < e {
+                        let iw = iw_lo + (a - lo) * g.s;
+                        copy_strided(mid, x.data, src + iw * sw, step);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// `rows[j][r]` (`nb·pn × K`, row-major): the transpose of [`im2col`]'s matrix. Filled one
+/// output-row segment at a time, so that each `(c, ki)` input row is located once per segment.
+fn im2row<T: Elem>(
+    g: &Geom,
+    x: &View<T>,
+    (n0, nb): (usize, usize),
+    (p0, pn): (usize, usize),
+    out: &mut [T],
+) {
+    let k = g.k();
+    let (sh, sw) = (x.st[2], x.st[3]);
+    // Output columns whose taps all fall inside the row.
+    let (inner_lo, inner_hi) = (g.valid_cols(0).0, g.valid_cols(g.kw - 1).1);
+    let contiguous_taps = g.d * sw == 1;
+    for b in 0..nb {
+        for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+            let rows = &mut out[(b * pn + j0) * k..(b * pn + j0 + ow1 - ow0) * k];
+            for c in 0..g.c {
+                let plane = x.plane(n0 + b, c);
+                for ki in 0..g.kh {
+                    let r0 = (c * g.kh + ki) * g.kw;
+                    let Some(ih) = g.in_row(oh, ki) else {
+                        for row in rows.chunks_exact_mut(k) {
+                            zero_short(&mut row[r0..r0 + g.kw]);
+                        }
+                        continue;
+                    };
+                    let base = plane + ih * sh;
+                    for (row, ow) in rows.chunks_exact_mut(k).zip(ow0..ow1) {
+                        let taps = &mut row[r0..r0 + g.kw];
+                        if ow >= inner_lo && ow < inner_hi {
+                            let iw = ow * g.s - g.pad;
+                            if contiguous_taps {
+                                copy_short(taps, &x.data[base + iw..base + iw + g.kw]);
+                            } else {
+                                copy_strided(taps, x.data, base + iw * sw, g.d * sw);
+                            }
+                            continue;
+                        }
+                        for (kj, v) in taps.iter_mut().enumerate() {
+                            *v = match (ow * g.s + kj * g.d).checked_sub(g.pad) {
+                                Some(iw) if iw < g.w => x.data[base + iw * sw],
+                                _ => T::zero(),
+                            };
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `out[o][j]` (`O × nb·pn`): output-side values of images `n0..n0+nb`, positions `p0..p0+pn`.
+fn gather_out<T: Elem>(
+    g: &Geom,
+    v: &View<T>,
+    n0: usize,
+    nb: usize,
+    p0: usize,
+    pn: usize,
+    out: &mut [T],
+) {
+    let ncols = nb * pn;
+    let linear = v.plane_linear(g.ow, g.oh);
+    for o in 0..g.o {
+        let row = &mut out[o * ncols..(o + 1) * ncols];
+        for b in 0..nb {
+            let plane = v.plane(n0 + b, o);
+            let dst = &mut row[b * pn..(b + 1) * pn];
+            if linear {
+                dst.copy_from_slice(&v.data[plane + p0..plane + p0 + pn]);
+            } else {
+                for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+                    for (i, ow) in (ow0..ow1).enumerate() {
+                        dst[j0 + i] = v.data[plane + oh * v.st[2] + ow * v.st[3]];
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Adds `cols[j][q]` (`nb·pn × ldc`, columns `q` = taps of channels `c0..c0+cn`) onto the input
+/// pixels they were read from, in `x` (contiguous `[N, C, H, W]`).
+///
+/// # Safety
+/// `x` must point to a contiguous `[g.n, g.c, g.h, g.w]` buffer, and no other thread may access
+/// the planes of images `n0..n0+nb`, channels `c0..c0+cn` during the call.
+unsafe fn col2im<T: Elem>(
+    g: &Geom,
+    cols: &[T],
+    ldc: usize,
+    (n0, nb): (usize, usize),
+    (c0, cn): (usize, usize),
+    (p0, pn): (usize, usize),
+    x: SharedMut<T>,
+) {
+    let hw = g.h * g.w;
+    let (inner_lo, inner_hi) = (g.valid_cols(0).0, g.valid_cols(g.kw - 1).1);
+    for b in 0..nb {
+        // SAFETY: these planes belong to image n0 + b, channels c0..c0+cn, which only this call
+        // writes (caller's contract); they lie inside the buffer.
+        let img = unsafe {
+            std::slice::from_raw_parts_mut(x.get().add(((n0 + b) * g.c + c0) * hw), cn * hw)
+        };
+        for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+            for ow in ow0..ow1 {
+                let row = &cols[(b * pn + j0 + ow - ow0) * ldc..][..cn * g.kk()];
+                let inner = ow >= inner_lo && ow < inner_hi;
+                for (chan, plane) in row.chunks_exact(g.kk()).zip(img.chunks_exact_mut(hw)) {
+                    for (ki, taps) in chan.chunks_exact(g.kw).enumerate() {
+                        let Some(ih) = g.in_row(oh, ki) else { continue };
+                        let xr = &mut plane[ih * g.w..(ih + 1) * g.w];
+                        if inner {
+                            add_strided(xr, ow * g.s - g.pad, g.d, taps);
+                            continue;
+                        }
+                        for (kj, v) in taps.iter().enumerate() {
+                            if let Some(iw) = (ow * g.s + kj * g.d)
+                                .checked_sub(g.pad)
+                                .filter(|&i| i < g.w)
+                            {
+                                xr[iw] += *v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Like [`col2im`], from `cols[q][j]` (`q × ldc`, row-major: one row per tap): tap-major,
+/// with long contiguous reads when output rows are wide; the `KW` taps of one `(c, ki)` are
+/// added together into the same input row.
+///
+/// # Safety
+/// As [`col2im`].
+unsafe fn col2im_taps<T: Elem>(
+    g: &Geom,
+    cols: &[T],
+    ldc: usize,
+    (n0, nb): (usize, usize),
+    (c0, cn): (usize, usize),
+    (p0, pn): (usize, usize),
+    x: SharedMut<T>,
+) {
+    let hw = g.h * g.w;
+    let taps: Vec<(usize, usize, usize)> = (0..g.kw)
+        .map(|kj| {
+            let (lo, hi) = g.valid_cols(kj);
+            (lo, hi, (lo * g.s + kj * g.d).saturating_sub(g.pad))
+        })
+        .collect();
+    for b in 0..nb {
+        // SAFETY: as in `col2im`.
+        let img = unsafe {
+            std::slice::from_raw_parts_mut(x.get().add(((n0 + b) * g.c + c0) * hw), cn * hw)
+        };
+        for (cc, plane) in img.chunks_exact_mut(hw).enumerate() {
+            for ki in 0..g.kh {
+                let q0 = (cc * g.kh + ki) * g.kw;
+                for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+                    let Some(ih) = g.in_row(oh, ki) else { return };
+                    let xr = &mut plane[ih * g.w..(ih + 1) * g.w];
+                    for (kj, &(lo, hi, iw_lo)) in taps.iter().enumerate() {
+                        let (a, e) = (lo.clamp(ow0, ow1), hi.clamp(ow0, ow1));
+                        if a < e {
+                            let row = &cols[(q0 + kj) * ldc + b * pn + j0..];
+                            add_strided(xr, iw_lo + (a - lo) * g.s, g.s, &row[a - ow0..e - ow0]);
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// `a` (`rows × cols`, row-major) transposed, in parallel for large matrices.
+fn transpose<T: Elem>(a: &[T], rows: usize, cols: usize) -> Vec<T> {
+    const B: usize = 32;
+    let mut out = vec![T::zero(); rows * cols];
+    let block = |(bi, dst): (usize, &mut [T])| {
+        // dst holds output rows (= input columns) bi·B .. bi·B + B.
+        let c0 = bi * B;
+        let cn = dst.len() / rows.max(1);
+        for r0 in (0..rows).step_by(B) {
+            for c in 0..cn {
+                for r in r0..(r0 + B).min(rows) {
+                    dst[c * rows + r] = a[r * cols + c0 + c];
+                }
+            }
+        }
+    };
+    if rows * cols >= 1 << 16 {
+        out.par_chunks_mut(B * rows.max(1))
+            .enumerate()
+            .for_each(block);
+    } else {
+        out.chunks_mut(B * rows.max(1)).enumerate().for_each(block);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+/// The output-side operand `Ȳ` (`O × nb·pn`, entry `(o, j)`) of a block as a strided view of
+/// `v`, when its columns are evenly spaced: one image with linear planes, or one position per
+/// image. Returns (offset, o stride, column stride).
+fn out_view<T: Copy>(
+    g: &Geom,
+    v: &View<T>,
+    (n0, nb): (usize, usize),
+    (p0, pn): (usize, usize),
+) -> Option<(usize, usize, usize)> {
+    // Broadcast (zero-stride) operands are gathered: the GEMM sees only positive strides.
+    if v.st[1] == 0 && g.o > 1 {
+        return None;
+    }
+    if nb == 1 && v.plane_linear(g.ow, g.oh) {
+        Some((v.plane(n0, 0) + p0, v.st[1], 1))
+    } else if g.p() == 1 && pn == 1 && (v.st[0] > 0 || nb == 1) {
+        Some((v.plane(n0, 0), v.st[1], v.st[0]))
+    } else {
+        None
+    }
+}
+
+/// `y = conv(x, w)`, contiguous `[N, O, OH, OW]`; `w` contiguous `[O, K]`.
+fn forward<T: Elem>(g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
+    let (p, k, o) = (g.p(), g.k(), g.o);
+    let len = g.n * o * p;
+    if len == 0 {
+        return Vec::new();
+    }
+    // Not zeroed: every element is written below.
+    let mut y: Vec<T> = Vec::with_capacity(len);
+    let t = Tiles::new(g.n, p, k, rayon::current_num_threads());
+    let yv = View {
+        data: &[] as &[T],
+        off: 0,
+        st: [o * p, p, g.ow, 1],
+    };
+    let yp = SharedMut(y.spare_capacity_mut().as_mut_ptr().cast::<T>());
+    (0..t.tasks()).into_par_iter().for_each(|task| {
+        let (n0, nb, p0, pn) = t.task(task, g.n, p);
+        let ncols = nb * pn;
+        let taps = tap_view(g, x.off, x.st, (n0, nb), (p0, pn));
+        let direct = out_view(g, &yv, (n0, nb), (p0, pn));
+        let cols_len = if taps.is_some() { 0 } else { k * ncols };
+        let out_len = if direct.is_some() { 0 } else { o * ncols };
+        T::with_scratch(cols_len + out_len, |buf| {
+            let (cols, ybuf) = buf.split_at_mut(cols_len);
+            let (rhs, r_rs, r_cs) = match taps {
+                Some((off, qs, js)) => (x.data.as_ptr().wrapping_add(off), qs, js),
+                None => {
+                    im2col(g, &x, (n0, nb), (p0, pn), cols);
+                    (cols.as_ptr(), ncols, 1)
+                }
+            };
+            let (dst, d_rs, d_cs) = match direct {
+                Some((off, os, js)) => (yp.get().wrapping_add(off), os, js),
+                None => (ybuf.as_mut_ptr(), ncols, 1),
+            };
+            // Y (O × ncols) = W (O × K) · X (K × ncols).
+            // SAFETY: X is the task's column buffer or, by `tap_view`, in-bounds elements of x;
+            // the destination is task-local scratch or, by `out_view`, the elements of y of
+            // images n0..n0+nb, positions p0..p0+pn, which only this task writes.
+            unsafe {
+                gemm(
+                    (o, ncols, k),
+                    dst,
+                    (d_rs, d_cs),
+                    false,
+                    w.as_ptr(),
+                    (k, 1),
+                    rhs,
+                    (r_rs, r_cs),
+                )
+            }
+            if direct.is_none() {
+                for b in 0..nb {
+                    for oc in 0..o {
+                        let src = &ybuf[oc * ncols + b * pn..][..pn];
+                        // SAFETY: y[n0 + b][oc][p0..p0+pn] is inside y and owned by this task.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src.as_ptr(),
+                                yp.get().add(((n0 + b) * o + oc) * p + p0),
+                                pn,
+                            )
+                        }
+                    }
+                }
+            }
+        })
+    });
+    // SAFETY: the tasks cover every (image, position) exactly once (`Tiles`), and each writes
+    // all O outputs of its columns (a GEMM that does not read its destination, or the copy from
+    // its scratch tile), so all `len` elements are initialised.
+    unsafe { y.set_len(len) };
+    y
+}
+
+/// `x̄ = convᵀ(ȳ, w)`; `w` contiguous `[O, K]`, `gx` contiguous zeroed `[N, C, H, W]`.
+fn data_grad<T: Elem>(g: &Geom, gy: View<T>, w: &[T], gx: &mut [T]) {
+    let (p, k, kk, o) = (g.p(), g.k(), g.kk(), g.o);
+    if g.n == 0 || p == 0 || g.c == 0 || o == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let t = Tiles::new(g.n, p, k, threads);
+    // Channel groups: bounded by the budget, and enough groups for every thread.
+    let ncols_blk = t.nb * p;
+    let mut ct = (COLS_BUDGET / (ncols_blk * kk)).clamp(1, g.c);
+    ct = ct.min(g.c.div_ceil(threads.div_ceil(t.nblk))).max(1);
+    let nct = g.c.div_ceil(ct);
+    // Sequential position tiles inside a task when even one channel's columns exceed the budget.
+    let pt = if t.nb == 1 {
+        p.min((COLS_BUDGET / (ct * kk)).max(MIN_TILE))
+    } else {
+        p
+    };
+    let hw = g.h * g.w;
+    let gx_st = [g.c * hw, hw, g.w, 1];
+    let gxp = SharedMut(gx.as_mut_ptr());
+    // Tap-major column matrices (one row per tap) for wide outputs: the GEMM then reads W
+    // transposed (copied once) and `col2im` adds long contiguous rows.
+    let in_place = tap_view(g, 0, gx_st, (0, t.nb), (0, pt)).is_some();
+    let tap_major = g.ow >= TAP_MAJOR_MIN_OW && !in_place;
+    let wt = if tap_major {
+        transpose(w, o, k)
+    } else {
+        Vec::new()
+    };
+    (0..t.nblk * nct).into_par_iter().for_each(|task| {
+        let (blk, cg) = (task / nct, task % nct);
+        let n0 = blk * t.nb;
+        let nb = t.nb.min(g.n - n0);
+        let c0 = cg * ct;
+        let cn = ct.min(g.c - c0);
+        let q = cn * kk;
+        let mut p0 = 0;
+        while p0 < p {
+            let pn = pt.min(p - p0);
+            let ncols = nb * pn;
+            let taps = tap_view(g, 0, gx_st, (n0, nb), (p0, pn));
+            let gyv = out_view(g, &gy, (n0, nb), (p0, pn));
+            let cols_len = if taps.is_some() { 0 } else { ncols * q };
+            let g_len = if gyv.is_some() { 0 } else { o * ncols };
+            T::with_scratch(cols_len + g_len, |buf| {
+                let (cols, gbuf) = buf.split_at_mut(cols_len);
+                if tap_major && taps.is_none() {
+                    let (rhs, r_rs, r_cs) = match gyv {
+                        Some((off, os, js)) => (gy.data.as_ptr().wrapping_add(off), os, js),
+                        None => {
+                            gather_out(g, &gy, n0, nb, p0, pn, gbuf);
+                            (gbuf.as_ptr(), ncols, 1)
+                        }
+                    };
+                    // X (q × ncols) = Wᵀ[c0·kk ..] (q × O) · Ȳ (O × ncols).
+                    // SAFETY: as below; Wᵀ is K×O.
+                    unsafe {
+                        gemm(
+                            (q, ncols, o),
+                            cols.as_mut_ptr(),
+                            (ncols, 1),
+                            false,
+                            wt.as_ptr().add(c0 * kk * o),
+                            (o, 1),
+                            rhs,
+                            (r_rs, r_cs),
+                        );
+                        col2im_taps(g, cols, ncols, (n0, nb), (c0, cn), (p0, pn), gxp);
+                    }
+                    return;
+                }
+                let (lhs, l_rs, l_cs) = match gyv {
+                    Some((off, os, js)) => (gy.data.as_ptr().wrapping_add(off), js, os),
+                    None => {
+                        gather_out(g, &gy, n0, nb, p0, pn, gbuf);
+                        (gbuf.as_ptr(), 1, ncols)
+                    }
+                };
+                // When the tap matrix is a view of x̄, every pixel gets exactly one value:
+                // write it in place.
+                let (dst, d_rs, d_cs) = match taps {
+                    Some((off, qs, js)) => (gxp.get().wrapping_add(off + c0 * kk * qs), js, qs),
+                    None => (cols.as_mut_ptr(), q, 1),
+                };
+                // Xᵀ (ncols × q) = Ȳᵀ (ncols × O) · W[:, c0·kk ..] (O × q).
+                // SAFETY: Ȳ is gbuf or, by `out_view`, in-bounds elements of gy; W is O×K; the
+                // destination is task-local or, by `tap_view`, the pixels of images n0..n0+nb,
+                // channels c0..c0+cn, which only this task writes.
+                unsafe {
+                    gemm(
+                        (ncols, q, o),
+                        dst,
+                        (d_rs, d_cs),
+                        false,
+                        lhs,
+                        (l_rs, l_cs),
+                        w.as_ptr().add(c0 * kk),
+                        (k, 1),
+                    )
+                }
+                if taps.is_none() {
+                    // SAFETY: this task alone owns images n0..n0+nb × channels c0..c0+cn of gx.
+                    unsafe { col2im(g, cols, q, (n0, nb), (c0, cn), (p0, pn), gxp) };
+                }
+            });
+            p0 += pn;
+        }
+    });
+}
+
+/// `w̄ = Σₙ ȳₙ ⋆ xₙ`, contiguous `[O, K]`.
+fn weight_grad<T: Elem>(g: &Geom, x: View<T>, gy: View<T>) -> Vec<T> {
+    let (p, k, o) = (g.p(), g.k(), g.o);
+    if g.n == 0 || p == 0 || o == 0 || k == 0 {
+        return vec![T::zero(); o * k];
+    }
+    let threads = rayon::current_num_threads();
+    let t = Tiles::new(g.n, p, k, threads);
+    // Tasks are dealt to `threads` fixed groups of consecutive tasks; each group sums its tasks in
+    // order into its own partial, and the partials are added in group order. The result thus
+    // depends on the thread count only, never on which worker ran what: the same seed gives
+    // bit-identical training runs, and a resumed run equals an uninterrupted one.
+    let tasks = t.tasks();
+    let groups = threads.min(tasks).max(1);
+    let per = tasks.div_ceil(groups);
+    let partials: Vec<Vec<T>> = (0..groups)
+        .into_par_iter()
+        .map(|grp| {
+            let mut acc: Vec<T> = Vec::new();
+            for task in grp * per..((grp + 1) * per).min(tasks) {
+                weight_grad_task(g, &t, task, &x, &gy, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let partials = partials.into_iter().filter(|v| !v.is_empty()).collect();
+    sum_partials(partials, o * k)
+}
+
+/// Adds task `task`'s share of `w̄` into `acc` (writes it when `acc` is still empty).
+fn weight_grad_task<T: Elem>(
+    g: &Geom,
+    t: &Tiles,
+    task: usize,
+    x: &View<T>,
+    gy: &View<T>,
+    acc: &mut Vec<T>,
+) {
+    let (p, k, o) = (g.p(), g.k(), g.o);
+    {
+        let (n0, nb, p0, pn) = t.task(task, g.n, p);
+        let ncols = nb * pn;
+        // A thread's first block writes its partial (not zeroed); later ones add to it.
+        let first = acc.is_empty();
+        if first {
+            acc.reserve_exact(o * k);
+        }
+        let acc_ptr = acc.spare_capacity_mut().as_mut_ptr().cast::<T>();
+        let acc_ptr = if first { acc_ptr } else { acc.as_mut_ptr() };
+        let taps = tap_view(g, x.off, x.st, (n0, nb), (p0, pn));
+        let gyv = out_view(g, gy, (n0, nb), (p0, pn));
+        let rows_len = if taps.is_some() { 0 } else { ncols * k };
+        let g_len = if gyv.is_some() { 0 } else { o * ncols };
+        T::with_scratch(rows_len + g_len, |buf| {
+            let (rows, gbuf) = buf.split_at_mut(rows_len);
+            let (rhs, r_rs, r_cs) = match taps {
+                Some((off, qs, js)) => (x.data.as_ptr().wrapping_add(off), js, qs),
+                None => {
+                    im2row(g, x, (n0, nb), (p0, pn), rows);
+                    (rows.as_ptr(), k, 1)
+                }
+            };
+            let (lhs, l_rs, l_cs) = match gyv {
+                Some((off, os, js)) => (gy.data.as_ptr().wrapping_add(off), os, js),
+                None => {
+                    gather_out(g, gy, n0, nb, p0, pn, gbuf);
+                    (gbuf.as_ptr(), ncols, 1)
+                }
+            };
+            // acc (O × K) (+)= Ȳ (O × ncols) · Xᵀ (ncols × K).
+            // SAFETY: acc is this group's own partial, with capacity O×K; Ȳ and Xᵀ are
+            // task-local buffers or, by `out_view` / `tap_view`, in-bounds elements of gy and x.
+            unsafe {
+                gemm(
+                    (o, k, ncols),
+                    acc_ptr,
+                    (k, 1),
+                    !first,
+                    lhs,
+                    (l_rs, l_cs),
+                    rhs,
+                    (r_rs, r_cs),
+                )
+            }
+        });
+        if first {
+            // SAFETY: the GEMM above (not reading its destination) wrote all O×K elements.
+            unsafe { acc.set_len(o * k) };
+        }
+    }
+}
+
+/// The sum of equally long partial sums (zeros if there are none): the first one becomes the
+/// result, the others are added onto it in parallel.
+fn sum_partials<T: Elem>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut it = partials.into_iter();
+    let Some(mut sum) = it.next() else {
+        return vec![T::zero(); len];
+    };
+    let rest: Vec<Vec<T>> = it.collect();
+    if !rest.is_empty() {
+        const CHUNK: usize = 1 << 14;
+        sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, dst)| {
+            for part in &rest {
+                for (d, s) in dst.iter_mut().zip(&part[i * CHUNK..]) {
+                    *d += *s;
+                }
+            }
+        });
+    }
+    sum
+}
+
+// ---------------------------------------------------------------------------------------------
+// Custom ops
+
+fn storage_pair<'a, T: Elem>(
+    op: &str,
+    s1: &'a CpuStorage,
+    s2: &'a CpuStorage,
+) -> Result<(&'a [T], &'a [T])> {
+    match (T::cpu_storage_as_slice(s1), T::cpu_storage_as_slice(s2)) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        _ => bail!(
+            "{op}: expects two {:?} tensors, got {:?} and {:?}",
+            T::DTYPE,
+            s1.dtype(),
+            s2.dtype()
+        ),
+    }
+}
+
+fn layout_dims4(op: &str, what: &str, l: &Layout) -> Result<(usize, usize, usize, usize)> {
+    match l.dims() {
+        &[a, b, c, d] => Ok((a, b, c, d)),
+        d => bail!("{op}: expects a 4-D {what} tensor, got shape {d:?}"),
+    }
+}
+
+/// The weight as a contiguous `[O, K]` slice (copied only if its layout is not contiguous).
+fn weight_matrix<'a, T: Elem>(data: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => std::borrow::Cow::Borrowed(&data[a..b]),
+        None => {
+            let v = View::new(data, l);
+            let d = l.dims();
+            let per_row = d[1] * d[2] * d[3];
+            let mut out = vec![T::zero(); d[0] * per_row];
+            if per_row > 0 {
+                out.par_chunks_mut(per_row)
+                    .enumerate()
+                    .for_each(|(i, row)| {
+                        let mut dst = row.iter_mut();
+                        for j in 0..d[1] {
+                            for a in 0..d[2] {
+                                for b in 0..d[3] {
+                                    if let Some(e) = dst.next() {
+                                        *e = v.data[v.plane(i, j) + a * v.st[2] + b * v.st[3]];
+                                    }
+                                }
+                            }
+                        }
+                    });
+            }
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
+fn dispatch<F32, F64>(
+    op: &str,
+    s1: &CpuStorage,
+    s2: &CpuStorage,
+    f32: F32,
+    f64: F64,
+) -> Result<(CpuStorage, Shape)>
+where
+    F32: FnOnce(&[f32], &[f32]) -> Result<(CpuStorage, Shape)>,
+    F64: FnOnce(&[f64], &[f64]) -> Result<(CpuStorage, Shape)>,
+{
+    match s1.dtype() {
+        DType::F32 => {
+            let (a, b) = storage_pair::<f32>(op, s1, s2)?;
+            f32(a, b)
+        }
+        DType::F64 => {
+            let (a, b) = storage_pair::<f64>(op, s1, s2)?;
+            f64(a, b)
+        }
+        dt => bail!("{op}: supports f32 and f64, got {dt:?}"),
+    }
+}
+
+/// `conv2d(x, w)` with an explicit output size (≤ the natural one, so that the input gradient
+/// of a transposed convolution with output padding ≥ stride keeps its shape).
+#[derive(Debug, Clone, Copy)]
+struct Conv2dOp {
+    s: Spec,
+    out: (usize, usize),
+}
+
+impl Conv2dOp {
+    fn geom(&self, lx: &Layout, lw: &Layout) -> Result<Geom> {
+        let (n, c, h, w) = layout_dims4(self.name(), "input", lx)?;
+        let (o, cw, kh, kw) = layout_dims4(self.name(), "weight", lw)?;
+        if c != cw {
+            bail!(
+                "{}: input {:?} has {c} channels but weight {:?} expects {cw}",
+                self.name(),
+                lx.dims(),
+                lw.dims()
+            )
+        }
+        Geom::new(self.name(), self.s, (n, c, h, w), (o, kh, kw), self.out)
+    }
+    fn run<T: Elem>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        w: &[T],
+        lw: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(lx, lw)?;
+        let w = weight_matrix(w, lw);
+        let y = forward(&g, View::new(x, lx), &w);
+        Ok((
+            T::to_cpu_storage_owned(y),
+            Shape::from((g.n, g.o, g.oh, g.ow)),
+        ))
+    }
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "easel-conv2d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch(
+            self.name(),
+            s1,
+            s2,
+            |a, b| self.run(a, l1, b, l2),
+            |a, b| self.run(a, l1, b, l2),
+        )
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let gx = if x.track_op() {
+            Some(gy.apply_op2(
+                w,
+                ConvTransposeOp {
+                    s: self.s,
+                    out: (h, wd),
+                },
+            )?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(x.apply_op2(
+                gy,
+                WeightGradOp {
+                    s: self.s,
+                    k: (kh, kw),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+/// Transposed convolution `convᵀ(u, w)` (`u` `[N, O, OH, OW]`, `w` `[O, C, KH, KW]`) to an
+/// output of spatial size `out`: the data-gradient kernel.
+#[derive(Debug, Clone, Copy)]
+struct ConvTransposeOp {
+    s: Spec,
+    out: (usize, usize),
+}
+
+impl ConvTransposeOp {
+    fn geom(&self, lu: &Layout, lw: &Layout) -> Result<Geom> {
+        let (n, o, oh, ow) = layout_dims4(self.name(), "input", lu)?;
+        let (ow_, c, kh, kw) = layout_dims4(self.name(), "weight", lw)?;
+        if o != ow_ {
+            bail!(
+                "{}: input {:?} has {o} channels but weight {:?} expects {ow_}",
+                self.name(),
+                lu.dims(),
+                lw.dims()
+            )
+        }
+        let (h, w) = self.out;
+        Geom::new(self.name(), self.s, (n, c, h, w), (o, kh, kw), (oh, ow))
+    }
+    fn run<T: Elem>(
+        &self,
+        u: &[T],
+        lu: &Layout,
+        w: &[T],
+        lw: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(lu, lw)?;
+        let w = weight_matrix(w, lw);
+        let mut x = vec![T::zero(); g.n * g.c * g.h * g.w];
+        data_grad(&g, View::new(u, lu), &w, &mut x);
+        Ok((
+            T::to_cpu_storage_owned(x),
+            Shape::from((g.n, g.c, g.h, g.w)),
+        ))
+    }
+}
+
+impl CustomOp2 for ConvTransposeOp {
+    fn name(&self) -> &'static str {
+        "easel-conv-transpose2d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch(
+            self.name(),
+            s1,
+            s2,
+            |a, b| self.run(a, l1, b, l2),
+            |a, b| self.run(a, l1, b, l2),
+        )
+    }
+    fn bwd(
+        &self,
+        u: &Tensor,
+        w: &Tensor,
+        _v: &Tensor,
+        gv: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (_, _, oh, ow) = u.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let gu = if u.track_op() {
+            Some(gv.apply_op2(
+                w,
+                Conv2dOp {
+                    s: self.s,
+                    out: (oh, ow),
+                },
+            )?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(gv.apply_op2(
+                u,
+                WeightGradOp {
+                    s: self.s,
+                    k: (kh, kw),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((gu, gw))
+    }
+}
+
+/// Weight gradient `Σₙ ȳₙ ⋆ xₙ` of a `k`-sized kernel from `x` `[N, C, H, W]` and
+/// `ȳ` `[N, O, OH, OW]`.
+#[derive(Debug, Clone, Copy)]
+struct WeightGradOp {
+    s: Spec,
+    k: (usize, usize),
+}
+
+impl WeightGradOp {
+    fn geom(&self, lx: &Layout, lg: &Layout) -> Result<Geom> {
+        let (n, c, h, w) = layout_dims4(self.name(), "input", lx)?;
+        let (ng, o, oh, ow) = layout_dims4(self.name(), "output gradient", lg)?;
+        if n != ng {
+            bail!(
+                "{}: input {:?} and output gradient {:?} have different batch sizes",
+                self.name(),
+                lx.dims(),
+                lg.dims()
+            )
+        }
+        Geom::new(
+            self.name(),
+            self.s,
+            (n, c, h, w),
+            (o, self.k.0, self.k.1),
+            (oh, ow),
+        )
+    }
+    fn run<T: Elem>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        gy: &[T],
+        lg: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(lx, lg)?;
+        let gw = weight_grad(&g, View::new(x, lx), View::new(gy, lg));
+        Ok((
+            T::to_cpu_storage_owned(gw),
+            Shape::from((g.o, g.c, g.kh, g.kw)),
+        ))
+    }
+}
+
+impl CustomOp2 for WeightGradOp {
+    fn name(&self) -> &'static str {
+        "easel-conv2d-weight-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch(
+            self.name(),
+            s1,
+            s2,
+            |a, b| self.run(a, l1, b, l2),
+            |a, b| self.run(a, l1, b, l2),
+        )
+    }
+    /// Linear in both arguments: for an upstream gradient `Ḡ` of the weight gradient,
+    /// `∂/∂x = convᵀ(ȳ, Ḡ)` and `∂/∂ȳ = conv(x, Ḡ)`.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gy: &Tensor,
+        _gw: &Tensor,
+        ggw: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, w) = x.dims4()?;
+        let (_, _, oh, ow) = gy.dims4()?;
+        let gx = if x.track_op() {
+            Some(gy.apply_op2(
+                ggw,
+                ConvTransposeOp {
+                    s: self.s,
+                    out: (h, w),
+                },
+            )?)
+        } else {
+            None
+        };
+        let ggy = if gy.track_op() {
+            Some(x.apply_op2(
+                ggw,
+                Conv2dOp {
+                    s: self.s,
+                    out: (oh, ow),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((gx, ggy))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,920 @@
+//! Tests of the convolution kernels.
+//!
+//! Oracles:
+//! - a direct-loop f64 convolution written from the definition (`naive_*`), the reference for
+//!   every shape (incl. rectangular inputs and kernels, where candle's own conv2d backward picks
+//!   the output padding from the height only);
+//! - candle's `conv2d` / `conv_transpose2d` and their autograd gradients (square shapes);
+//! - central finite differences in f64 (`h = 1e-6`, tolerance `1e-6·(1 + |g|)`).
+//!
+//! Gradients are those of `Σ R ⊙ f(…)` with a fixed random `R`, so every output element matters.
+//! f32 results are compared with `1e-4·(1 + |v|)` (sums of up to a few hundred products).
+
+use super::*;
+use candle_core::{Device, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const CPU: Device = Device::Cpu;
+
+/// One convolution shape: `x [n, c, h, w] ⋆ w [o, c, kh, kw]`.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    n: usize,
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+}
+
+impl Case {
+    fn params(&self) -> Conv2dParams {
+        Conv2dParams {
+            stride: self.s,
+            padding: self.p,
+            dilation: self.d,
+        }
+    }
+    fn spec(&self) -> Spec {
+        Spec::new(self.s, self.p, self.d, "test").unwrap()
+    }
+    fn out(&self) -> (usize, usize) {
+        self.spec()
+            .out_hw(self.h, self.w, self.kh, self.kw)
+            .unwrap()
+    }
+    fn x_dims(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+    fn w_dims(&self) -> [usize; 4] {
+        [self.o, self.c, self.kh, self.kw]
+    }
+    fn y_dims(&self) -> [usize; 4] {
+        let (oh, ow) = self.out();
+        [self.n, self.o, oh, ow]
+    }
+    /// Random valid case: odd sizes, rectangular kernels, strides 1–3, padding 0–2, dilation 1–2.
+    fn random(r: &mut ChaCha8Rng, square: bool) -> Self {
+        loop {
+            let h = r.random_range(1..12);
+            let kh = r.random_range(1..5);
+            let c = Case {
+                n: [1, 2, 3, 5][r.random_range(0..4)],
+                c: r.random_range(1..6),
+                o: r.random_range(1..6),
+                h,
+                w: if square { h } else { r.random_range(1..12) },
+                kh,
+                kw: if square { kh } else { r.random_range(1..5) },
+                s: r.random_range(1..4),
+                p: r.random_range(0..3),
+                d: r.random_range(1..3),
+            };
+            if c.spec().out_hw(c.h, c.w, c.kh, c.kw).is_some() {
+                return c;
+            }
+        }
+    }
+}
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| r.random_range(-1.0..1.0)).collect()
+}
+
+fn rand_t(dims: &[usize], seed: u64, dt: DType) -> Tensor {
+    let n = dims.iter().product();
+    Tensor::from_vec(rand_vec(n, seed), dims, &CPU)
+        .unwrap()
+        .to_dtype(dt)
+        .unwrap()
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+#[track_caller]
+fn assert_close_v(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "{what}: element {i}: {x} vs {y} (tol {tol})"
+        );
+    }
+}
+
+#[track_caller]
+fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    assert_close_v(&flat(a), &flat(b), tol, what);
+}
+
+// ---- direct-loop oracle -------------------------------------------------------------------
+
+/// Calls `f(n, o, oh, ow, c, ki, kj, ih, iw)` for every (output, tap) pair that reads an input
+/// pixel inside the image.
+fn for_each_tap(k: &Case, (oh_n, ow_n): (usize, usize), mut f: impl FnMut([usize; 9])) {
+    for n in 0..k.n {
+        for o in 0..k.o {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    for c in 0..k.c {
+                        for ki in 0..k.kh {
+                            for kj in 0..k.kw {
+                                let ih = (oh * k.s + ki * k.d) as isize - k.p as isize;
+                                let iw = (ow * k.s + kj * k.d) as isize - k.p as isize;
+                                if ih >= 0 && iw >= 0 && (ih as usize) < k.h && (iw as usize) < k.w
+                                {
+                                    f([n, o, oh, ow, c, ki, kj, ih as usize, iw as usize]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn xi(k: &Case, n: usize, c: usize, h: usize, w: usize) -> usize {
+    ((n * k.c + c) * k.h + h) * k.w + w
+}
+fn wi(k: &Case, o: usize, c: usize, i: usize, j: usize) -> usize {
+    ((o * k.c + c) * k.kh + i) * k.kw + j
+}
+fn yi((oh, ow): (usize, usize), k: &Case, n: usize, o: usize, i: usize, j: usize) -> usize {
+    ((n * k.o + o) * oh + i) * ow + j
+}
+
+/// y = conv(x, w) with output size `out`.
+fn naive_fwd(k: &Case, x: &[f64], w: &[f64], out: (usize, usize)) -> Vec<f64> {
+    let mut y = vec![0.0; k.n * k.o * out.0 * out.1];
+    for_each_tap(k, out, |[n, o, oh, ow, c, ki, kj, ih, iw]| {
+        y[yi(out, k, n, o, oh, ow)] += w[wi(k, o, c, ki, kj)] * x[xi(k, n, c, ih, iw)];
+    });
+    y
+}
+
+/// x̄ = convᵀ(ȳ, w): the adjoint of [`naive_fwd`] in x.
+fn naive_dgrad(k: &Case, gy: &[f64], w: &[f64], out: (usize, usize)) -> Vec<f64> {
+    let mut gx = vec![0.0; k.n * k.c * k.h * k.w];
+    for_each_tap(k, out, |[n, o, oh, ow, c, ki, kj, ih, iw]| {
+        gx[xi(k, n, c, ih, iw)] += w[wi(k, o, c, ki, kj)] * gy[yi(out, k, n, o, oh, ow)];
+    });
+    gx
+}
+
+/// w̄ = Σ ȳ ⋆ x: the adjoint of [`naive_fwd`] in w.
+fn naive_wgrad(k: &Case, x: &[f64], gy: &[f64], out: (usize, usize)) -> Vec<f64> {
+    let mut gw = vec![0.0; k.o * k.c * k.kh * k.kw];
+    for_each_tap(k, out, |[n, o, oh, ow, c, ki, kj, ih, iw]| {
+        gw[wi(k, o, c, ki, kj)] += x[xi(k, n, c, ih, iw)] * gy[yi(out, k, n, o, oh, ow)];
+    });
+    gw
+}
+
+/// Gradients of `Σ R ⊙ f(a, b)` w.r.t. `a` and `b` (both made variables), with `R` from `seed`.
+fn grads2(
+    f: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    seed: u64,
+) -> (Tensor, Tensor, Tensor, Tensor) {
+    let (va, vb) = (Var::from_tensor(a).unwrap(), Var::from_tensor(b).unwrap());
+    let y = f(va.as_tensor(), vb.as_tensor());
+    let r = rand_t(y.dims(), seed, y.dtype());
+    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let ga = g.get(va.as_tensor()).expect("no gradient for a").clone();
+    let gb = g.get(vb.as_tensor()).expect("no gradient for b").clone();
+    (y, r, ga, gb)
+}
+
+// ---- forward and gradients vs. the oracle and candle --------------------------------------
+
+#[test]
+fn conv2d_matches_direct_loops_on_random_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for i in 0..150 {
+        let k = Case::random(&mut rng, false);
+        let out = k.out();
+        for dt in [DType::F32, DType::F64] {
+            let x = rand_t(&k.x_dims(), 10 + i, dt);
+            let w = rand_t(&k.w_dims(), 20 + i, dt);
+            let (y, r, gx, gw) = grads2(&|x, w| conv2d(x, w, k.params()).unwrap(), &x, &w, i);
+            let (xv, wv, rv) = (flat(&x), flat(&w), flat(&r));
+            let tol = if dt == DType::F32 { 1e-4 } else { 1e-10 };
+            assert_eq!(y.dims(), k.y_dims(), "{k:?}");
+            assert_close_v(
+                &flat(&y),
+                &naive_fwd(&k, &xv, &wv, out),
+                tol,
+                &format!("y {k:?}"),
+            );
+            assert_close_v(
+                &flat(&gx),
+                &naive_dgrad(&k, &rv, &wv, out),
+                tol,
+                &format!("gx {k:?}"),
+            );
+            assert_close_v(
+                &flat(&gw),
+                &naive_wgrad(&k, &xv, &rv, out),
+                tol,
+                &format!("gw {k:?}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_matches_candle_forward_and_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for i in 0..80 {
+        // Square shapes: candle's conv2d backward derives the output padding from the height.
+        let k = Case::random(&mut rng, true);
+        let x = rand_t(&k.x_dims(), 30 + i, DType::F32);
+        let w = rand_t(&k.w_dims(), 40 + i, DType::F32);
+        let ours = grads2(&|x, w| conv2d(x, w, k.params()).unwrap(), &x, &w, i);
+        let theirs = grads2(&|x, w| x.conv2d(w, k.p, k.s, k.d, 1).unwrap(), &x, &w, i);
+        assert_close(&ours.0, &theirs.0, 1e-4, &format!("y {k:?}"));
+        assert_close(&ours.2, &theirs.2, 1e-4, &format!("gx {k:?}"));
+        assert_close(&ours.3, &theirs.3, 1e-4, &format!("gw {k:?}"));
+    }
+}
+
+/// A transposed-convolution case: input `[n, o, hi, wi]`, weight `[o, c, kh, kw]`.
+/// Returns the case (with `h, w` the transposed conv's output size), the output padding and
+/// the input size `(hi, wi)`.
+fn random_transposed(rng: &mut ChaCha8Rng) -> (Case, usize, (usize, usize)) {
+    loop {
+        let square = rng.random_bool(0.5);
+        let mut k = Case::random(rng, square);
+        k.d = if rng.random_bool(0.7) { 1 } else { 2 };
+        let (hi, wi) = (rng.random_range(1..12), rng.random_range(1..12));
+        let op = rng.random_range(0..k.s.max(k.d));
+        // Output size of the transposed conv = the conv's input size.
+        let size =
+            |i: usize, kk: usize| ((i - 1) * k.s + k.d * (kk - 1) + 1 + op).checked_sub(2 * k.p);
+        if let (Some(h), Some(w)) = (size(hi, k.kh), size(wi, k.kw)) {
+            if h > 0 && w > 0 {
+                k.h = h;
+                k.w = w;
+                return (k, op, (hi, wi));
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_transpose2d_matches_direct_loops_and_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for i in 0..150 {
+        let (k, op, out) = random_transposed(&mut rng);
+        let params = ConvTranspose2dParams {
+            stride: k.s,
+            padding: k.p,
+            output_padding: op,
+            dilation: k.d,
+        };
+        // The transposed conv's input lives on the conv's output side.
+        let (hi, wi) = out;
+        for dt in [DType::F32, DType::F64] {
+            let u = rand_t(&[k.n, k.o, hi, wi], 50 + i, dt);
+            let w = rand_t(&k.w_dims(), 60 + i, dt);
+            let (v, r, gu, gw) = grads2(&|u, w| conv_transpose2d(u, w, params).unwrap(), &u, &w, i);
+            let (uv, wv, rv) = (flat(&u), flat(&w), flat(&r));
+            let tol = if dt == DType::F32 { 1e-4 } else { 1e-10 };
+            assert_eq!(v.dims(), [k.n, k.c, k.h, k.w], "{k:?} op {op}");
+            assert_close_v(
+                &flat(&v),
+                &naive_dgrad(&k, &uv, &wv, out),
+                tol,
+                &format!("v {k:?}"),
+            );
+            assert_close_v(
+                &flat(&gu),
+                &naive_fwd(&k, &rv, &wv, out),
+                tol,
+                &format!("gu {k:?}"),
+            );
+            assert_close_v(
+                &flat(&gw),
+                &naive_wgrad(&k, &rv, &uv, out),
+                tol,
+                &format!("gw {k:?}"),
+            );
+            if dt == DType::F32 && op < k.s {
+                let theirs = grads2(
+                    &|u, w| u.conv_transpose2d(w, k.p, op, k.s, k.d).unwrap(),
+                    &u,
+                    &w,
+                    i,
+                );
+                assert_close(&v, &theirs.0, 1e-4, &format!("candle v {k:?} op {op}"));
+                assert_close(&gu, &theirs.2, 1e-4, &format!("candle gu {k:?} op {op}"));
+                assert_close(&gw, &theirs.3, 1e-4, &format!("candle gw {k:?} op {op}"));
+            }
+        }
+    }
+}
+
+/// The DCGAN layer shapes (batch 4 instead of 64), both directions.
+#[test]
+fn dcgan_shapes_match_candle() {
+    let down = |c, o, s| Case {
+        n: 4,
+        c,
+        o,
+        h: s,
+        w: s,
+        kh: 4,
+        kw: 4,
+        s: 2,
+        p: 1,
+        d: 1,
+    };
+    for k in [down(3, 16, 32), down(16, 32, 16), down(32, 64, 8)] {
+        let x = rand_t(&k.x_dims(), 1, DType::F32);
+        let w = rand_t(&k.w_dims(), 2, DType::F32);
+        let ours = grads2(&|x, w| conv2d(x, w, k.params()).unwrap(), &x, &w, 3);
+        let theirs = grads2(&|x, w| x.conv2d(w, 1, 2, 1, 1).unwrap(), &x, &w, 3);
+        assert_close(&ours.0, &theirs.0, 1e-4, "conv y");
+        assert_close(&ours.2, &theirs.2, 1e-4, "conv gx");
+        assert_close(&ours.3, &theirs.3, 1e-4, "conv gw");
+        // The generator's mirror image: [n, o, s/2, s/2] → [n, c, s, s].
+        let u = rand_t(&k.y_dims(), 4, DType::F32);
+        let p = ConvTranspose2dParams::new(2, 1);
+        let ours = grads2(&|u, w| conv_transpose2d(u, w, p).unwrap(), &u, &w, 5);
+        let theirs = grads2(
+            &|u, w| u.conv_transpose2d(w, 1, 0, 2, 1).unwrap(),
+            &u,
+            &w,
+            5,
+        );
+        assert_close(&ours.0, &theirs.0, 1e-4, "convT y");
+        assert_close(&ours.2, &theirs.2, 1e-4, "convT gu");
+        assert_close(&ours.3, &theirs.3, 1e-4, "convT gw");
+    }
+    // First generator layer (1×1 → 4×4, stride 1, no padding) and last discriminator layer.
+    let z = rand_t(&[4, 10, 1, 1], 6, DType::F32);
+    let w = rand_t(&[10, 32, 4, 4], 7, DType::F32);
+    let p = ConvTranspose2dParams::new(1, 0);
+    let ours = grads2(&|u, w| conv_transpose2d(u, w, p).unwrap(), &z, &w, 8);
+    let theirs = grads2(
+        &|u, w| u.conv_transpose2d(w, 0, 0, 1, 1).unwrap(),
+        &z,
+        &w,
+        8,
+    );
+    assert_close(&ours.0, &theirs.0, 1e-4, "first y");
+    assert_close(&ours.2, &theirs.2, 1e-4, "first gz");
+    assert_close(&ours.3, &theirs.3, 1e-4, "first gw");
+    let x = rand_t(&[4, 32, 4, 4], 9, DType::F32);
+    let w = rand_t(&[1, 32, 4, 4], 10, DType::F32);
+    let ours = grads2(
+        &|x, w| conv2d(x, w, Conv2dParams::new(1, 0)).unwrap(),
+        &x,
+        &w,
+        11,
+    );
+    let theirs = grads2(&|x, w| x.conv2d(w, 0, 1, 1, 1).unwrap(), &x, &w, 11);
+    assert_close(&ours.0, &theirs.0, 1e-4, "last y");
+    assert_close(&ours.2, &theirs.2, 1e-4, "last gx");
+    assert_close(&ours.3, &theirs.3, 1e-4, "last gw");
+}
+
+/// Shapes large enough to take the split paths: position tiles of one image (forward and
+/// weight-gradient), channel groups with sequential position tiles (data-gradient), batches
+/// of small images packed side by side.
+#[test]
+fn tiled_and_batched_paths_match_direct_loops() {
+    let cases = [
+        // K·P = 576·4096 > COLS_BUDGET: one image in position tiles.
+        Case {
+            n: 1,
+            c: 64,
+            o: 3,
+            h: 64,
+            w: 64,
+            kh: 3,
+            kw: 3,
+            s: 1,
+            p: 1,
+            d: 1,
+        },
+        // P·KK = 16384·81 > COLS_BUDGET with one channel: sequential position tiles.
+        Case {
+            n: 1,
+            c: 2,
+            o: 2,
+            h: 128,
+            w: 128,
+            kh: 9,
+            kw: 9,
+            s: 1,
+            p: 4,
+            d: 1,
+        },
+        // P = 4: 16 images per block.
+        Case {
+            n: 37,
+            c: 5,
+            o: 7,
+            h: 4,
+            w: 4,
+            kh: 3,
+            kw: 3,
+            s: 2,
+            p: 1,
+            d: 1,
+        },
+        // P = 1, kernel = image: the tap matrix is a view of the input (no im2col/col2im).
+        Case {
+            n: 9,
+            c: 3,
+            o: 4,
+            h: 3,
+            w: 2,
+            kh: 3,
+            kw: 2,
+            s: 1,
+            p: 0,
+            d: 1,
+        },
+        // 1×1 kernel, stride 1, no padding: also a view.
+        Case {
+            n: 3,
+            c: 5,
+            o: 4,
+            h: 7,
+            w: 9,
+            kh: 1,
+            kw: 1,
+            s: 1,
+            p: 0,
+            d: 1,
+        },
+        // 1×1 kernel with stride 2: gathered.
+        Case {
+            n: 3,
+            c: 5,
+            o: 4,
+            h: 7,
+            w: 9,
+            kh: 1,
+            kw: 1,
+            s: 2,
+            p: 0,
+            d: 1,
+        },
+    ];
+    for (i, k) in cases.iter().enumerate() {
+        let i = i as u64;
+        let out = k.out();
+        let x = rand_t(&k.x_dims(), 70 + i, DType::F32);
+        let w = rand_t(&k.w_dims(), 80 + i, DType::F32);
+        let (y, r, gx, gw) = grads2(&|x, w| conv2d(x, w, k.params()).unwrap(), &x, &w, i);
+        let (xv, wv, rv) = (flat(&x), flat(&w), flat(&r));
+        assert_close_v(
+            &flat(&y),
+            &naive_fwd(k, &xv, &wv, out),
+            1e-4,
+            &format!("y {k:?}"),
+        );
+        assert_close_v(
+            &flat(&gx),
+            &naive_dgrad(k, &rv, &wv, out),
+            1e-4,
+            &format!("gx {k:?}"),
+        );
+        assert_close_v(
+            &flat(&gw),
+            &naive_wgrad(k, &xv, &rv, out),
+            1e-3,
+            &format!("gw {k:?}"),
+        );
+    }
+}
+
+#[test]
+fn non_contiguous_inputs() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for i in 0..40 {
+        let k = Case::random(&mut rng, false);
+        let out = k.out();
+        // x stored as [n, c, w, h] and transposed; w stored as [c, o, kh, kw] and transposed;
+        // a gradient stored as [o, n, oh, ow] and transposed.
+        let x = rand_t(&[k.n, k.c, k.w, k.h], 90 + i, DType::F32)
+            .transpose(2, 3)
+            .unwrap();
+        let w = rand_t(&[k.c, k.o, k.kh, k.kw], 100 + i, DType::F32)
+            .transpose(0, 1)
+            .unwrap();
+        let gy = rand_t(&[k.o, k.n, out.0, out.1], 110 + i, DType::F32)
+            .transpose(0, 1)
+            .unwrap();
+        // A narrowed view with an offset.
+        let xn = rand_t(&[k.n, k.c + 2, k.h, k.w + 3], 120 + i, DType::F32)
+            .narrow(1, 1, k.c)
+            .unwrap()
+            .narrow(3, 2, k.w)
+            .unwrap();
+        let (xv, wv, gv, xnv) = (flat(&x), flat(&w), flat(&gy), flat(&xn));
+        let y = conv2d(&x, &w, k.params()).unwrap();
+        assert_close_v(
+            &flat(&y),
+            &naive_fwd(&k, &xv, &wv, out),
+            1e-4,
+            &format!("y {k:?}"),
+        );
+        let y = conv2d(&xn, &w, k.params()).unwrap();
+        assert_close_v(
+            &flat(&y),
+            &naive_fwd(&k, &xnv, &wv, out),
+            1e-4,
+            &format!("yn {k:?}"),
+        );
+        let gx = conv2d_input_grad(&gy, &w, (k.h, k.w), k.params()).unwrap();
+        assert_close_v(
+            &flat(&gx),
+            &naive_dgrad(&k, &gv, &wv, out),
+            1e-4,
+            &format!("gx {k:?}"),
+        );
+        let gw = conv2d_weight_grad(&x, &gy, (k.kh, k.kw), k.params()).unwrap();
+        assert_close_v(
+            &flat(&gw),
+            &naive_wgrad(&k, &xv, &gv, out),
+            1e-4,
+            &format!("gw {k:?}"),
+        );
+        // Broadcast (zero-stride) inputs.
+        let xb = rand_t(&[k.n, 1, k.h, k.w], 130 + i, DType::F32)
+            .broadcast_as(&k.x_dims()[..])
+            .unwrap();
+        let gb = rand_t(&[1, k.o, out.0, out.1], 140 + i, DType::F32)
+            .broadcast_as(&k.y_dims()[..])
+            .unwrap();
+        let (xbv, gbv) = (flat(&xb), flat(&gb));
+        let y = conv2d(&xb, &w, k.params()).unwrap();
+        assert_close_v(
+            &flat(&y),
+            &naive_fwd(&k, &xbv, &wv, out),
+            1e-4,
+            &format!("yb {k:?}"),
+        );
+        let gx = conv2d_input_grad(&gb, &w, (k.h, k.w), k.params()).unwrap();
+        assert_close_v(
+            &flat(&gx),
+            &naive_dgrad(&k, &gbv, &wv, out),
+            1e-4,
+            &format!("gxb {k:?}"),
+        );
+        let gw = conv2d_weight_grad(&xb, &gb, (k.kh, k.kw), k.params()).unwrap();
+        assert_close_v(
+            &flat(&gw),
+            &naive_wgrad(&k, &xbv, &gbv, out),
+            1e-4,
+            &format!("gwb {k:?}"),
+        );
+    }
+}
+
+// ---- finite differences ---------------------------------------------------------------------
+
+/// Checks the gradients of `Σ R ⊙ f(a, b)` (f64) against central differences on every
+/// coordinate of `a` and `b`.
+#[track_caller]
+fn check_fd(f: &dyn Fn(&Tensor, &Tensor) -> Tensor, a: &Tensor, b: &Tensor, seed: u64, what: &str) {
+    let (_, r, ga, gb) = grads2(f, a, b, seed);
+    let loss = |a: &Tensor, b: &Tensor| -> f64 {
+        (f(a, b) * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let h = 1e-6;
+    for (which, t, g) in [(0, a, &ga), (1, b, &gb)] {
+        let base = flat(t);
+        let g = flat(g);
+        for i in 0..base.len() {
+            let bump = |delta: f64| {
+                let mut v = base.clone();
+                v[i] += delta;
+                let t2 = Tensor::from_vec(v, t.dims(), &CPU).unwrap();
+                if which == 0 {
+                    loss(&t2, b)
+                } else {
+                    loss(a, &t2)
+                }
+            };
+            let fd = (bump(h) - bump(-h)) / (2.0 * h);
+            assert!(
+                (fd - g[i]).abs() <= 1e-6 * (1.0 + g[i].abs()),
+                "{what}: argument {which} element {i}: autograd {} vs finite difference {fd}",
+                g[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for i in 0..12 {
+        let k = Case::random(&mut rng, false);
+        let x = rand_t(&k.x_dims(), 130 + i, DType::F64);
+        let w = rand_t(&k.w_dims(), 140 + i, DType::F64);
+        check_fd(
+            &|x, w| conv2d(x, w, k.params()).unwrap(),
+            &x,
+            &w,
+            i,
+            &format!("conv2d {k:?}"),
+        );
+    }
+    for i in 0..12 {
+        let (k, op, (hi, wi)) = random_transposed(&mut rng);
+        let p = ConvTranspose2dParams {
+            stride: k.s,
+            padding: k.p,
+            output_padding: op,
+            dilation: k.d,
+        };
+        let u = rand_t(&[k.n, k.o, hi, wi], 150 + i, DType::F64);
+        let w = rand_t(&k.w_dims(), 160 + i, DType::F64);
+        check_fd(
+            &|u, w| conv_transpose2d(u, w, p).unwrap(),
+            &u,
+            &w,
+            i,
+            &format!("conv_transpose2d {k:?} op {op}"),
+        );
+    }
+}
+
+/// The backward ops are themselves differentiable (second-order gradients, e.g. a gradient
+/// penalty, with `CANDLE_GRAD_DO_NOT_DETACH=1`): their own gradients match finite differences.
+#[test]
+fn gradient_kernels_are_differentiable() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    for i in 0..10 {
+        let k = Case::random(&mut rng, false);
+        let p = k.params();
+        let x = rand_t(&k.x_dims(), 170 + i, DType::F64);
+        let w = rand_t(&k.w_dims(), 180 + i, DType::F64);
+        let gy = rand_t(&k.y_dims(), 190 + i, DType::F64);
+        check_fd(
+            &|x, gy| conv2d_weight_grad(x, gy, (k.kh, k.kw), p).unwrap(),
+            &x,
+            &gy,
+            i,
+            &format!("weight grad {k:?}"),
+        );
+        check_fd(
+            &|gy, w| conv2d_input_grad(gy, w, (k.h, k.w), p).unwrap(),
+            &gy,
+            &w,
+            i,
+            &format!("input grad {k:?}"),
+        );
+    }
+}
+
+// ---- behaviour ------------------------------------------------------------------------------
+
+#[test]
+fn no_gradient_for_constant_arguments() {
+    let k = Case {
+        n: 2,
+        c: 3,
+        o: 4,
+        h: 6,
+        w: 6,
+        kh: 3,
+        kw: 3,
+        s: 1,
+        p: 1,
+        d: 1,
+    };
+    let x = rand_t(&k.x_dims(), 1, DType::F32); // a constant, like a batch of real images
+    let w = Var::from_tensor(&rand_t(&k.w_dims(), 2, DType::F32)).unwrap();
+    let y = conv2d(&x, w.as_tensor(), k.params()).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_none());
+    assert!(g.get(w.as_tensor()).is_some());
+    // The bwd itself returns None for the argument that needs nothing.
+    let op = Conv2dOp {
+        s: k.spec(),
+        out: k.out(),
+    };
+    let (gx, gw) = op
+        .bwd(&x, w.as_tensor(), &y, &y.ones_like().unwrap())
+        .unwrap();
+    assert!(gx.is_none() && gw.is_some());
+    let (gx, gw) = op
+        .bwd(&x, &w.as_tensor().detach(), &y, &y.ones_like().unwrap())
+        .unwrap();
+    assert!(gx.is_none() && gw.is_none());
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let x = Tensor::zeros((2, 3, 8, 8), DType::F32, &CPU).unwrap();
+    let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &CPU).unwrap();
+    let p = Conv2dParams::default();
+    let err = |r: Result<Tensor>| r.unwrap_err().to_string();
+    assert!(err(conv2d(
+        &x,
+        &Tensor::zeros((4, 2, 3, 3), DType::F32, &CPU).unwrap(),
+        p
+    ))
+    .contains("[4, 2, 3, 3]"));
+    assert!(err(conv2d(
+        &x,
+        &Tensor::zeros((4, 3, 11, 3), DType::F32, &CPU).unwrap(),
+        p
+    ))
+    .contains("does not fit"));
+    assert!(err(conv2d(&x.flatten_all().unwrap(), &w, p)).contains("4-D"));
+    assert!(err(conv2d(&x, &w, Conv2dParams { stride: 0, ..p })).contains("stride"));
+    assert!(err(conv2d(&x, &w.to_dtype(DType::F64).unwrap(), p)).contains("F32"));
+    let tp = ConvTranspose2dParams {
+        stride: 2,
+        output_padding: 2,
+        ..Default::default()
+    };
+    assert!(err(conv_transpose2d(&w, &x, tp)).contains("output padding"));
+    assert!(err(conv_transpose2d(&x, &w, ConvTranspose2dParams::default())).contains("channels"));
+    let big_pad = ConvTranspose2dParams {
+        padding: 5,
+        ..Default::default()
+    };
+    let u = Tensor::zeros((1, 4, 1, 1), DType::F32, &CPU).unwrap();
+    assert!(err(conv_transpose2d(&u, &w, big_pad)).contains("no output"));
+    // Gradient kernels with inconsistent sizes.
+    let gy = Tensor::zeros((2, 4, 6, 6), DType::F32, &CPU).unwrap();
+    assert!(conv2d_input_grad(&gy, &w, (3, 3), p).is_err());
+    assert!(conv2d_weight_grad(&x, &gy, (3, 9), p).is_err());
+    assert!(conv2d_weight_grad(&x.narrow(0, 0, 1).unwrap(), &gy, (3, 3), p).is_err());
+}
+
+#[test]
+fn empty_batch_and_channels() {
+    let x = Tensor::zeros((0, 3, 5, 5), DType::F32, &CPU).unwrap();
+    let w = rand_t(&[2, 3, 3, 3], 1, DType::F32);
+    assert_eq!(
+        conv2d(&x, &w, Conv2dParams::default()).unwrap().dims(),
+        [0, 2, 3, 3]
+    );
+    let x = Tensor::zeros((2, 0, 5, 5), DType::F32, &CPU).unwrap();
+    let w = Tensor::zeros((2, 0, 3, 3), DType::F32, &CPU).unwrap();
+    let y = conv2d(&x, &w, Conv2dParams::default()).unwrap();
+    assert_eq!(flat(&y), vec![0.0; 2 * 2 * 9]);
+}
+
+#[test]
+fn tiles_cover_the_batch() {
+    for threads in [1, 2, 3, 8] {
+        for n in [1, 2, 5, 64] {
+            for p in [1, 4, 16, 64, 1024, 100_000] {
+                for rows in [1, 48, 4096] {
+                    let t = Tiles::new(n, p, rows, threads);
+                    let mut seen = vec![0u8; n * p];
+                    for task in 0..t.tasks() {
+                        let (n0, nb, p0, pn) = t.task(task, n, p);
+                        assert!(nb >= 1 && pn >= 1 && (nb == 1 || pn == p), "{t:?}");
+                        for b in n0..n0 + nb {
+                            for q in p0..p0 + pn {
+                                seen[b * p + q] += 1;
+                            }
+                        }
+                    }
+                    assert!(
+                        seen.iter().all(|&s| s == 1),
+                        "{n} {p} {rows} {threads}: {t:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Per-thread partial sums and uneven splits: the same results in pools of 1, 3 and 4 threads.
+#[test]
+fn thread_count_does_not_change_results() {
+    let k = Case {
+        n: 24,
+        c: 6,
+        o: 8,
+        h: 9,
+        w: 7,
+        kh: 3,
+        kw: 3,
+        s: 1,
+        p: 1,
+        d: 1,
+    };
+    let out = k.out();
+    let x = rand_t(&k.x_dims(), 200, DType::F64);
+    let w = rand_t(&k.w_dims(), 201, DType::F64);
+    let gy = rand_t(&k.y_dims(), 202, DType::F64);
+    let (xv, wv, gv) = (flat(&x), flat(&w), flat(&gy));
+    for threads in [1, 3, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let what = |s: &str| format!("{s} with {threads} threads");
+            let y = conv2d(&x, &w, k.params()).unwrap();
+            assert_close_v(&flat(&y), &naive_fwd(&k, &xv, &wv, out), 1e-12, &what("y"));
+            let gx = conv2d_input_grad(&gy, &w, (k.h, k.w), k.params()).unwrap();
+            assert_close_v(
+                &flat(&gx),
+                &naive_dgrad(&k, &gv, &wv, out),
+                1e-12,
+                &what("gx"),
+            );
+            // Which threads pick up blocks varies between runs: repeat.
+            let want = naive_wgrad(&k, &xv, &gv, out);
+            for _ in 0..8 {
+                let gw = conv2d_weight_grad(&x, &gy, (k.kh, k.kw), k.params()).unwrap();
+                assert_close_v(&flat(&gw), &want, 1e-12, &what("gw"));
+            }
+        });
+    }
+}
+
+#[test]
+fn partial_sums_add_up() {
+    let len = (1 << 14) * 3 + 5; // several chunks and a short one
+    let parts: Vec<Vec<f64>> = (0..4).map(|i| rand_vec(len, 300 + i)).collect();
+    let want: Vec<f64> = (0..len).map(|j| parts.iter().map(|p| p[j]).sum()).collect();
+    for n in 1..=4 {
+        let want_n: Vec<f64> = (0..len)
+            .map(|j| parts[..n].iter().map(|p| p[j]).sum())
+            .collect();
+        assert_close_v(
+            &sum_partials(parts[..n].to_vec(), len),
+            &want_n,
+            1e-12,
+            "sum",
+        );
+    }
+    assert_close_v(&sum_partials(parts, len), &want, 1e-12, "sum of 4");
+    assert_eq!(sum_partials(Vec::<Vec<f32>>::new(), 3), vec![0.0; 3]);
+}
+
+#[test]
+fn weight_gradient_is_bitwise_reproducible() {
+    // Work stealing decides which worker runs which task; the sum must not depend on it.
+    // Many small tasks (8 images × tiles) on 2 and 3 threads, repeated: every result identical.
+    let k = Case {
+        n: 16,
+        c: 5,
+        o: 7,
+        h: 12,
+        w: 11,
+        kh: 3,
+        kw: 3,
+        s: 1,
+        p: 1,
+        d: 1,
+    };
+    let x = rand_t(&k.x_dims(), 300, DType::F32);
+    let gy = rand_t(&k.y_dims(), 301, DType::F32);
+    for threads in [2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let first =
+            pool.install(|| flat(&conv2d_weight_grad(&x, &gy, (k.kh, k.kw), k.params()).unwrap()));
+        for _ in 0..20 {
+            let again = pool
+                .install(|| flat(&conv2d_weight_grad(&x, &gy, (k.kh, k.kw), k.params()).unwrap()));
+            assert!(
+                again
+                    .iter()
+                    .zip(&first)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{threads} threads"
+            );
+        }
+    }
+}

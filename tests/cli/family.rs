@@ -1,0 +1,284 @@
+//! The GAN family (cGAN, WGAN, WGAN-GP, SNGAN) on the shared loop: each tiny recipe trains,
+//! checkpoints, resumes exactly and samples through the same CLI.
+
+use crate::common::{easel_err, easel_ok, losses, s};
+
+fn mnist_dir(d: &std::path::Path) -> String {
+    let dir = d.join("mnist");
+    crate::errors::write_mnist(&dir, 48);
+    format!("data.dir=\"{}\"", s(&dir))
+}
+
+/// Trains `recipe` for 6 steps straight and for 3 + resume 3; asserts identical logs.
+fn trains_and_resumes_exactly(
+    d: &std::path::Path,
+    recipe: &str,
+    extra: &[String],
+) -> std::path::PathBuf {
+    let (a, b) = (d.join("straight"), d.join("split"));
+    let mut args_a: Vec<String> = vec![
+        "train".into(),
+        recipe.into(),
+        "--device".into(),
+        "cpu".into(),
+        "--run-dir".into(),
+        s(&a).into(),
+    ];
+    for e in extra {
+        args_a.push("--set".into());
+        args_a.push(e.clone());
+    }
+    let mut args_b = args_a.clone();
+    args_b[5] = s(&b).into();
+    args_b.extend(["--set".into(), "train.steps=3".into()]);
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    easel_ok(&refs(&args_a));
+    easel_ok(&refs(&args_b));
+    let out = easel_ok(&["resume", s(&b), "--device", "cpu", "--set", "train.steps=6"]);
+    assert!(out.contains("resuming at step 3 of 6"), "{out}");
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), 6, "{recipe}");
+    assert_eq!(la, lb, "{recipe}: resumed run diverged");
+    assert!(a.join("final/state.json").exists());
+    a
+}
+
+#[test]
+fn cgan_trains_resumes_and_samples_by_class() {
+    let d = tempfile::tempdir().unwrap();
+    let data = mnist_dir(d.path());
+    let run = trains_and_resumes_exactly(d.path(), "recipes/tiny/cgan-mnist.toml", &[data]);
+    // The resolved recipe records the class count read from the data.
+    let recipe = std::fs::read_to_string(run.join("final/recipe.toml")).unwrap();
+    assert!(recipe.contains("num_classes = 10"), "{recipe}");
+    // Preview: a class grid of 10 rows × 8 columns of 28×28 tiles (padding 2).
+    let grid = image::open(run.join("samples/step-00000006.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (8 * 30 + 2, 10 * 30 + 2));
+    // --class 3: every saved label is 3.
+    let png = d.path().join("threes.png");
+    easel_ok(&[
+        "sample",
+        s(&run),
+        "--class",
+        "3",
+        "--n",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        s(&png),
+    ]);
+    let z = candle_core::safetensors::load(
+        png.with_extension("z.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(z["labels"].to_vec1::<u32>().unwrap(), [3, 3, 3, 3, 3]);
+    // Default: a class grid with the same z in every row of a column.
+    let png = d.path().join("grid.png");
+    easel_ok(&[
+        "sample",
+        s(&run),
+        "--n",
+        "20",
+        "--device",
+        "cpu",
+        "--out",
+        s(&png),
+    ]);
+    let z = candle_core::safetensors::load(
+        png.with_extension("z.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let labels = z["labels"].to_vec1::<u32>().unwrap();
+    assert_eq!(labels.len(), 20); // 10 classes × 2 columns
+    assert_eq!(&labels[..4], [0, 0, 1, 1]);
+    let zz = z["z"].to_vec2::<f32>().unwrap();
+    assert_eq!(zz[0], zz[2]);
+    assert_ne!(zz[0], zz[1]);
+    let e = easel_err(&[
+        "sample",
+        s(&run),
+        "--class",
+        "10",
+        "--device",
+        "cpu",
+        "--out",
+        s(&png),
+    ]);
+    assert!(e.contains("--class 10") && e.contains("0..9"), "{e}");
+}
+
+#[test]
+fn cgan_shapes_with_projection_discriminator() {
+    let d = tempfile::tempdir().unwrap();
+    let run = trains_and_resumes_exactly(d.path(), "recipes/tiny/cgan-shapes.toml", &[]);
+    let names = candle_core::safetensors::load(
+        run.join("final/discriminator.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(names["embed.weight"].dims()[0], 6);
+}
+
+#[test]
+fn wgan_clip_trains_resumes_and_logs_the_wasserstein_estimate() {
+    let d = tempfile::tempdir().unwrap();
+    let run = trains_and_resumes_exactly(
+        d.path(),
+        "recipes/tiny/wgan-mnist.toml",
+        &[mnist_dir(d.path())],
+    );
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["critic_iters"].as_f64(), Some(100.0)); // Arjovsky's warm-up
+    assert!(first["wasserstein"].is_number());
+    // Every critic weight is within the clipping bound.
+    let dd = candle_core::safetensors::load(
+        run.join("final/discriminator.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    for (name, t) in dd {
+        if name.ends_with("weight") || name.ends_with("bias") {
+            let m = t
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(m <= 0.01 + 1e-7, "{name}: {m}");
+        }
+    }
+}
+
+#[test]
+fn wgan_gp_trains_and_resumes_on_its_second_order_thread() {
+    let d = tempfile::tempdir().unwrap();
+    let run = trains_and_resumes_exactly(
+        d.path(),
+        "recipes/tiny/wgan-gp-mnist.toml",
+        &[mnist_dir(d.path())],
+    );
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(
+        v["gp"].as_f64().is_some_and(|g| g.is_finite() && g >= 0.0),
+        "{v}"
+    );
+    assert_eq!(v["critic_iters"].as_f64(), Some(5.0));
+}
+
+#[test]
+fn sngan_saves_its_power_iteration_vectors() {
+    let d = tempfile::tempdir().unwrap();
+    let run = trains_and_resumes_exactly(
+        d.path(),
+        "recipes/tiny/sngan-mnist.toml",
+        &[mnist_dir(d.path())],
+    );
+    let dd = candle_core::safetensors::load(
+        run.join("final/discriminator.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        dd.contains_key("main.0.weight_orig")
+            && dd.contains_key("main.0.weight_u")
+            && dd.contains_key("main.0.weight_v")
+    );
+    assert!(
+        !dd.keys().any(|k| k.contains("running_mean")),
+        "no batch norm in the SN discriminator"
+    );
+}
+
+#[test]
+fn lapgan_trains_resumes_and_samples_each_level_side_by_side() {
+    let d = tempfile::tempdir().unwrap();
+    let run = trains_and_resumes_exactly(
+        d.path(),
+        "recipes/tiny/lapgan-mnist.toml",
+        &[mnist_dir(d.path())],
+    );
+    for name in [
+        "base_generator",
+        "level1_generator",
+        "level2_generator",
+        "base_discriminator",
+        "level2_discriminator",
+    ] {
+        assert!(
+            run.join(format!("final/{name}.safetensors")).exists(),
+            "{name}"
+        );
+    }
+    // Preview: 4 samples × 3 levels (8, 16, 32 shown at 32×32), padding 2.
+    let grid = image::open(run.join("samples/step-00000006.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (3 * 34 + 2, 4 * 34 + 2));
+    let png = d.path().join("lap.png");
+    easel_ok(&[
+        "sample",
+        s(&run),
+        "--n",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        s(&png),
+    ]);
+    let g = image::open(&png).unwrap();
+    assert_eq!((g.width(), g.height()), (3 * 34 + 2, 5 * 34 + 2));
+    // z holds the base latent (16) and both noise planes (16² + 32²).
+    let z = candle_core::safetensors::load(
+        png.with_extension("z.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(z["z"].dims(), [5, 16 + 256 + 1024]);
+}
+
+#[test]
+fn class_conditional_lapgan_on_an_image_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let folder = d.path().join("imgs");
+    for (c, colour) in [("red", [220u8, 30, 30]), ("blue", [30, 30, 220])] {
+        std::fs::create_dir_all(folder.join(c)).unwrap();
+        for i in 0..8u32 {
+            let img = image::RgbImage::from_fn(20, 20, |x, y| {
+                if (x + y + i) % 5 < 2 {
+                    image::Rgb(colour)
+                } else {
+                    image::Rgb([0, 0, 0])
+                }
+            });
+            img.save(folder.join(c).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let run = trains_and_resumes_exactly(
+        d.path(),
+        "recipes/tiny/lapgan-images.toml",
+        &[format!("data.dir=\"{}\"", s(&folder))],
+    );
+    let recipe = std::fs::read_to_string(run.join("final/recipe.toml")).unwrap();
+    assert!(recipe.contains("num_classes = 2"), "{recipe}");
+    let png = d.path().join("blue.png");
+    easel_ok(&[
+        "sample",
+        s(&run),
+        "--class",
+        "1",
+        "--n",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        s(&png),
+    ]);
+}
