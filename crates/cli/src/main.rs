@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 use easel_train::fit::FitOutcome;
 use easel_train::session;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "easel",

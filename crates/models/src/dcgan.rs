@@ -446,9 +446,11 @@ impl Discriminator {
         match (&self.embed, &labels) {
             (Some(embed), Some(l)) => {
                 let phi = x.sum((2, 3))?; // [B, C]: globally sum-pooled features
-                let e = embed
-                    .forward(&l.to_dtype(DType::U32)?)?
-                    .to_dtype(phi.dtype())?; // [B, C]
+                let e = ops::param(
+                    &embed
+                        .forward(&l.to_dtype(DType::U32)?)?
+                        .to_dtype(phi.dtype())?,
+                ); // [B, C]
                 logit + (phi * e)?.sum(1)? // ψ(φ) + ⟨embed(y), φ⟩
             }
             _ => Ok(logit),

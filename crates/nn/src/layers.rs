@@ -81,7 +81,7 @@ impl Module for Conv2d {
         let y = ops::conv2d(x, &self.weight, p)?;
         match &self.bias {
             None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            Some(b) => y.broadcast_add(&ops::param(b).reshape((1, b.dim(0)?, 1, 1))?),
         }
     }
 }
@@ -158,7 +158,7 @@ impl Module for ConvTranspose2d {
         let y = ops::conv_transpose2d(x, &self.weight, p)?;
         match &self.bias {
             None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            Some(b) => y.broadcast_add(&ops::param(b).reshape((1, b.dim(0)?, 1, 1))?),
         }
     }
 }
@@ -232,7 +232,7 @@ impl BatchNorm2d {
         }
         match mode {
             BnMode::Eval => {
-                let param = |t: &Tensor| t.reshape((1, c, 1, 1))?.to_dtype(x.dtype());
+                let param = |t: &Tensor| ops::param(t).reshape((1, c, 1, 1))?.to_dtype(x.dtype());
                 let mean = param(self.running_mean.as_tensor())?;
                 let var = param(self.running_var.as_tensor())?;
                 let inv_std = (var + self.eps)?.sqrt()?.recip()?; // [1, C, 1, 1]

@@ -126,7 +126,7 @@ impl SnConv2d {
         )?;
         match &self.bias {
             None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            Some(b) => y.broadcast_add(&ops::param(b).reshape((1, b.dim(0)?, 1, 1))?),
         }
     }
 

@@ -195,11 +195,28 @@ impl Optimizer {
                     } else {
                         g.clone()
                     };
-                    let m = ((&p.buffers[0] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-                    let v = ((&p.buffers[1] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
                     let t = p.step as i32;
                     let bc1 = 1.0 - c.beta1.powi(t);
                     let bc2 = 1.0 - c.beta2.powi(t);
+                    // CPU: the same arithmetic fused and in place (easel_nn::kernels::optim).
+                    let fused = easel_nn::kernels::optim::AdamStep {
+                        beta1: c.beta1,
+                        beta2: c.beta2,
+                        eps: c.eps,
+                        step_size: c.lr / bc1,
+                        bc2_sqrt: bc2.sqrt(),
+                    };
+                    if easel_nn::kernels::optim::adam_update(
+                        p.var.as_tensor(),
+                        &p.buffers[0],
+                        &p.buffers[1],
+                        &g,
+                        fused,
+                    )? {
+                        continue;
+                    }
+                    let m = ((&p.buffers[0] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+                    let v = ((&p.buffers[1] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
                     // θ ← θ − (lr / bc1) · m / (√v / √bc2 + ε)
                     let denom = ((v.sqrt()? / bc2.sqrt())? + c.eps)?;
                     let update = (m.div(&denom)? * (c.lr / bc1))?;

@@ -6,5 +6,6 @@
 pub mod act;
 pub mod conv;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod real;

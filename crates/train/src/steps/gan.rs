@@ -381,7 +381,8 @@ impl GanStep {
         clock.mark(|t| &mut t.optimizer)?;
 
         // (2) Update G: maximise log D(G(z)) (non-saturating), on the same fakes.
-        let d_fake2 = self.d.forward_labels(&fake, fake_labels, BnMode::Train)?; // [B]
+        let d_fake2 =
+            ops::with_frozen_params(|| self.d.forward_labels(&fake, fake_labels, BnMode::Train))?; // [B]
         let loss_g = bce_with_logits(&d_fake2, 1.0)?;
         clock.mark(|t| &mut t.forward)?;
         let grads = loss_g.backward()?;
@@ -462,9 +463,7 @@ impl GanStep {
             last: std::time::Instant::now(),
         };
         let fake = self.g.forward_labels(&z, None, BnMode::Train)?;
-        let loss_g = self
-            .d
-            .forward_labels(&fake, None, BnMode::Train)?
+        let loss_g = ops::with_frozen_params(|| self.d.forward_labels(&fake, None, BnMode::Train))?
             .mean_all()?
             .neg()?;
         clock.mark(|t| &mut t.forward)?;

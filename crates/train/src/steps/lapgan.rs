@@ -350,12 +350,11 @@ impl TrainStep for LapganStep {
             self.base_d
                 .forward_labels(&fake.detach(), fake_labels.as_ref(), BnMode::Train)?;
         let ld = self.bce_pair(0, &d_real, &d_fake)?;
-        let lg = bce_with_logits(
-            &self
-                .base_d
-                .forward_labels(&fake, fake_labels.as_ref(), BnMode::Train)?,
-            1.0,
-        )?;
+        let d_out = ops::with_frozen_params(|| {
+            self.base_d
+                .forward_labels(&fake, fake_labels.as_ref(), BnMode::Train)
+        })?;
+        let lg = bce_with_logits(&d_out, 1.0)?;
         let grads = lg.backward()?;
         self.opt_g[0].step(&grads)?;
         out.push((LOSS_D[0], ld));
@@ -379,15 +378,10 @@ impl TrainStep for LapganStep {
                 BnMode::Train,
             )?;
             let ld = self.bce_pair(k + 1, &d_real, &d_fake)?;
-            let lg = bce_with_logits(
-                &self.level_d[k].forward(
-                    &h_fake,
-                    &coarse_up,
-                    fake_labels.as_ref(),
-                    BnMode::Train,
-                )?,
-                1.0,
-            )?;
+            let d_out = ops::with_frozen_params(|| {
+                self.level_d[k].forward(&h_fake, &coarse_up, fake_labels.as_ref(), BnMode::Train)
+            })?;
+            let lg = bce_with_logits(&d_out, 1.0)?;
             let grads = lg.backward()?;
             self.opt_g[k + 1].step(&grads)?;
             out.push((LOSS_D[k + 1], ld));
