@@ -91,7 +91,7 @@ fn stop_and_resume_gives_identical_losses() {
     );
     // Resume may not change the network.
     let e = easel_err(&["resume", s(&split), "--set", "model.ngf=16"]);
-    assert!(e.contains("only change train.* and optim.*"), "{e}");
+    assert!(e.contains("only change train.*, optim.* and eval.*"), "{e}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Fetching dataset files through the Hugging Face hub into its standard
-//! cache (`datasets--ORG--NAME/{refs/REVISION, snapshots/COMMIT/FILE,
-//! blobs/ETAG}`), shared with Python's `huggingface_hub`.
+//! Fetching dataset (and model) files through the Hugging Face hub into its
+//! standard cache (`datasets--ORG--NAME/{refs/REVISION, snapshots/COMMIT/FILE,
+//! blobs/ETAG}`, `models--ORG--NAME/…` for models), shared with Python's
+//! `huggingface_hub`.
 //!
 //! * A cache hit is resolved here, from `refs/` and `snapshots/`, and never
 //!   touches the network.
@@ -27,9 +28,17 @@ use crate::DataError;
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 const DIR_FIX: &str = "or pass --set data.dir=DIR with the files (see data/README.md)";
 
-/// One file of one dataset repository at one revision.
+/// Which kind of hub repository a file lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RepoKind {
+    Dataset,
+    Model,
+}
+
+/// One file of one dataset (or model) repository at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HubFile {
+    pub kind: RepoKind,
     pub repo: String,
     pub revision: String,
     pub file: String,
@@ -47,6 +56,7 @@ pub(crate) fn hub_file(source: Source, split: Split, hub: &HubConfig) -> HubFile
         Split::Test => (&hub.test_file, "test"),
     };
     HubFile {
+        kind: RepoKind::Dataset,
         repo: hub.repo.clone().unwrap_or_else(|| repo.to_string()),
         revision: hub.revision.clone(),
         file: over
@@ -110,8 +120,12 @@ fn endpoint(hub: &HubConfig) -> String {
         .to_string()
 }
 
-fn repo_folder(cache: &Path, repo: &str) -> PathBuf {
-    cache.join(format!("datasets--{}", repo.replace('/', "--")))
+fn repo_folder(cache: &Path, kind: RepoKind, repo: &str) -> PathBuf {
+    let prefix = match kind {
+        RepoKind::Dataset => "datasets",
+        RepoKind::Model => "models",
+    };
+    cache.join(format!("{prefix}--{}", repo.replace('/', "--")))
 }
 
 fn is_commit(rev: &str) -> bool {
@@ -121,7 +135,7 @@ fn is_commit(rev: &str) -> bool {
 /// The cached copy of `f`, if any: `refs/REVISION` names the commit (or the
 /// revision is a commit), and `snapshots/COMMIT/FILE` exists. No network.
 pub(crate) fn cached(cache: &Path, f: &HubFile) -> Option<PathBuf> {
-    let base = repo_folder(cache, &f.repo);
+    let base = repo_folder(cache, f.kind, &f.repo);
     let commit = if is_commit(&f.revision) {
         f.revision.clone()
     } else {
@@ -141,7 +155,7 @@ pub(crate) fn cached(cache: &Path, f: &HubFile) -> Option<PathBuf> {
 fn expected_path(cache: &Path, f: &HubFile) -> String {
     format!(
         "{}/snapshots/<commit in refs/{}>/{}",
-        repo_folder(cache, &f.repo).display(),
+        repo_folder(cache, f.kind, &f.repo).display(),
         f.revision,
         f.file
     )
@@ -181,6 +195,49 @@ pub(crate) fn fetch(source: Source, split: Split, hub: &HubConfig) -> Result<Pat
         &endpoint,
         Duration::from_secs(hub.timeout_secs),
         &format!("{source} {split} split"),
+        DIR_FIX,
+    )
+}
+
+/// Returns the local path of `file` in the hub *model* repository `repo` (e.g.
+/// `timm/vgg19.tv_in1k`, `model.safetensors`) at `hub.revision`, from the
+/// cache or downloaded with the same cache, timeout and offline rules as the
+/// datasets. Only `hub.revision`, `cache_dir`, `endpoint`, `timeout_secs` and
+/// `offline` are read. `fix` ends every error's advice: how to go on without
+/// the hub (e.g. "or pass --vgg PATH with a local file").
+pub fn fetch_model_file(
+    repo: &str,
+    file: &str,
+    hub: &HubConfig,
+    fix: &str,
+) -> Result<PathBuf, DataError> {
+    let f = HubFile {
+        kind: RepoKind::Model,
+        repo: repo.to_string(),
+        revision: hub.revision.clone(),
+        file: file.to_string(),
+    };
+    let cache = cache_dir(hub)?;
+    if let Some(p) = cached(&cache, &f) {
+        return Ok(p);
+    }
+    if hub.offline || env_offline() {
+        return Err(DataError::Hub {
+            what: format!("{file} of model {repo} is not in the hub cache"),
+            problem: "offline (HF_HUB_OFFLINE is set or the hub is switched off), so it was not downloaded".to_string(),
+            tried: format!("the cache only: {}", expected_path(&cache, &f)),
+            cache,
+            fix: format!("go online once (unset HF_HUB_OFFLINE) to fill the cache, {fix}"),
+        });
+    }
+    let endpoint = endpoint(hub);
+    download(
+        &cache,
+        &f,
+        &endpoint,
+        Duration::from_secs(hub.timeout_secs),
+        &format!("{file} of model {repo}"),
+        fix,
     )
 }
 
@@ -227,29 +284,37 @@ fn progress_bar(file: &str) -> ProgressBar {
 }
 
 /// Explains a failure message of hf-hub / ureq and suggests a fix.
-fn diagnose(msg: &str, f: &HubFile, endpoint: &str) -> (String, String) {
+fn diagnose(msg: &str, f: &HubFile, endpoint: &str, fix: &str) -> (String, String) {
     let m = msg.to_ascii_lowercase();
     if m.contains("status code 404") {
+        let (kind, check) = match f.kind {
+            RepoKind::Dataset => (
+                "dataset",
+                "check data.hub.repo, data.hub.revision and data.hub.train_file / test_file",
+            ),
+            RepoKind::Model => ("model", "check the repository name and revision"),
+        };
         (
-            format!("{} not found in dataset repo {} at revision {} ({msg})", f.file, f.repo, f.revision),
-            format!("check data.hub.repo, data.hub.revision and data.hub.train_file / test_file, {DIR_FIX}"),
+            format!(
+                "{} not found in {kind} repo {} at revision {} ({msg})",
+                f.file, f.repo, f.revision
+            ),
+            format!("{check}, {fix}"),
         )
     } else if m.contains("status code 401") || m.contains("status code 403") {
         (
             format!("access denied to {} ({msg})", f.repo),
-            format!(
-                "the repo may be gated or private: set HF_TOKEN to a token with access, {DIR_FIX}"
-            ),
+            format!("the repo may be gated or private: set HF_TOKEN to a token with access, {fix}"),
         )
     } else if m.contains("connect") || m.contains("dns") || m.contains("resolve") {
         (
             format!("cannot reach {endpoint} ({msg})"),
-            format!("check the network, a proxy (HTTPS_PROXY) or HF_ENDPOINT, {DIR_FIX}"),
+            format!("check the network, a proxy (HTTPS_PROXY) or HF_ENDPOINT, {fix}"),
         )
     } else {
         (
             format!("download failed ({msg})"),
-            format!("retry, check the network or HF_ENDPOINT, {DIR_FIX}"),
+            format!("retry, check the network or HF_ENDPOINT, {fix}"),
         )
     }
 }
@@ -260,9 +325,14 @@ fn download(
     endpoint: &str,
     timeout: Duration,
     label: &str,
+    fix: &str,
 ) -> Result<PathBuf, DataError> {
+    let (url_kind, repo_type) = match f.kind {
+        RepoKind::Dataset => ("datasets/", RepoType::Dataset),
+        RepoKind::Model => ("", RepoType::Model),
+    };
     let url = format!(
-        "{endpoint}/datasets/{}/resolve/{}/{}",
+        "{endpoint}/{url_kind}{}/resolve/{}/{}",
         f.repo, f.revision, f.file
     );
     let what = format!("could not download the {label} from the Hugging Face hub");
@@ -296,7 +366,7 @@ fn download(
     {
         builder = builder.with_token(Some(token.trim().to_string()));
     }
-    let repo = Repo::with_revision(f.repo.clone(), RepoType::Dataset, f.revision.clone());
+    let repo = Repo::with_revision(f.repo.clone(), repo_type, f.revision.clone());
     let file = f.file.clone();
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
@@ -311,7 +381,7 @@ fn download(
         .map_err(|e| {
             err(
                 format!("cannot start the download thread ({e})"),
-                DIR_FIX.to_string(),
+                fix.to_string(),
             )
         })?;
     let limit = timeout.as_millis() as u64;
@@ -323,7 +393,7 @@ fn download(
             }
             Ok(Err(msg)) => {
                 bar.abandon();
-                let (problem, fix) = diagnose(&msg, f, endpoint);
+                let (problem, fix) = diagnose(&msg, f, endpoint, fix);
                 return Err(err(problem, fix));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -332,11 +402,12 @@ fn download(
                     bar.abandon();
                     return Err(err(
                         format!(
-                            "no data from the server for {} s (data.hub.timeout_secs)",
-                            timeout.as_secs()
+                            "no data from the server for {} s (the hub timeout{})",
+                            timeout.as_secs(),
+                            if f.kind == RepoKind::Dataset { ", data.hub.timeout_secs" } else { "" }
                         ),
                         format!(
-                            "check the network or HF_ENDPOINT, raise data.hub.timeout_secs on a slow link, {DIR_FIX}"
+                            "check the network or HF_ENDPOINT, raise the timeout on a slow link, {fix}"
                         ),
                     ));
                 }
@@ -345,7 +416,7 @@ fn download(
                 bar.abandon();
                 return Err(err(
                     "the download thread stopped without a result (it panicked)".to_string(),
-                    format!("retry; {DIR_FIX}"),
+                    format!("retry; {fix}"),
                 ));
             }
         }
@@ -360,7 +431,7 @@ pub(crate) mod tests {
     /// the way the hub clients leave it (pointer as a symlink to the blob).
     pub(crate) fn fake_cache(cache: &Path, repo: &str, file: &str, bytes: &[u8]) -> PathBuf {
         let commit = "0123456789abcdef0123456789abcdef01234567";
-        let base = repo_folder(cache, repo);
+        let base = repo_folder(cache, RepoKind::Dataset, repo);
         std::fs::create_dir_all(base.join("refs")).unwrap();
         std::fs::write(base.join("refs").join("main"), commit).unwrap();
         std::fs::create_dir_all(base.join("blobs")).unwrap();
@@ -414,5 +485,40 @@ pub(crate) mod tests {
         f.revision = "main".into();
         f.file = "mnist/test-00000-of-00001.parquet".into();
         assert_eq!(cached(d.path(), &f), None);
+    }
+
+    #[test]
+    fn model_files_use_the_models_folder_and_fail_clearly_offline() {
+        let d = tempfile::tempdir().unwrap();
+        let hub = HubConfig {
+            cache_dir: Some(d.path().to_path_buf()),
+            offline: true,
+            ..HubConfig::default()
+        };
+        let fix = "or pass --vgg PATH";
+        let e = fetch_model_file("timm/vgg19.tv_in1k", "model.safetensors", &hub, fix)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.safetensors of model timm/vgg19.tv_in1k")
+                && e.contains("models--timm--vgg19.tv_in1k")
+                && e.contains("--vgg PATH"),
+            "{e}"
+        );
+        // A cache hit never touches the network, offline or not.
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let base = d.path().join("models--timm--vgg19.tv_in1k");
+        std::fs::create_dir_all(base.join("refs")).unwrap();
+        std::fs::write(base.join("refs").join("main"), commit).unwrap();
+        let p = base
+            .join("snapshots")
+            .join(commit)
+            .join("model.safetensors");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"x").unwrap();
+        assert_eq!(
+            fetch_model_file("timm/vgg19.tv_in1k", "model.safetensors", &hub, fix).unwrap(),
+            p
+        );
     }
 }

@@ -76,6 +76,7 @@ pub use config::{CorruptPolicy, Crop, DataConfig, HubConfig, ShapesConfig, Sourc
 pub use error::DataError;
 pub use folder::Folder;
 pub use hub::cache_dir as hub_cache_dir;
+pub use hub::fetch_model_file as hub_fetch_model_file;
 pub use loader::{HostBatch, Loader};
 pub use shapes::{render, Colour, ShapeAttrs, ShapeKind, Shapes};
 pub use transform::normalize;

@@ -74,6 +74,7 @@ pub fn dcgan_config(
             keep_last: 1,
             preview_count: 1,
         },
+        eval: None,
     };
     let spec = gan::spec(&recipe)?
         .ok_or_else(|| crate::TrainError::Run("bench: not a GAN recipe".into()))?;

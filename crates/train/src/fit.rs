@@ -2,7 +2,8 @@
 //!
 //! A [`TrainStep`] owns its networks and optimisers (a GAN has two of each and may update its
 //! critic several times per generator update); [`fit`] drives any step: batches, logging,
-//! previews, histograms, checkpoints, the NaN guard and Ctrl-C.
+//! previews, histograms, checkpoints, the NaN guard and Ctrl-C. An optional [`Evaluator`]
+//! measures the step's generator every few steps; [`BestTracker`] keeps `best/` by its metric.
 
 use std::collections::HashMap;
 use std::fs;
@@ -12,8 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use easel_nn::ParamStore;
+use easel_models::ImageGenerator;
+use easel_nn::{BnMode, ParamStore};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, TrainState, OPTIMIZER_FILE, RECIPE_FILE, STATE_FILE};
 use crate::error::{IoContext, Result, TrainError};
@@ -97,6 +100,11 @@ pub trait TrainStep {
     fn preview_columns(&self) -> Option<usize> {
         None
     }
+    /// The generator being trained and the batch-norm mode to sample it with, for evaluation
+    /// during training (`None`: the step has no generator, e.g. a classifier).
+    fn generator(&self) -> Option<(&dyn ImageGenerator, BnMode)> {
+        None
+    }
     /// The console form of `scalars`.
     fn format_scalars(&self, scalars: &Scalars) -> String {
         scalars
@@ -124,6 +132,99 @@ pub enum FitOutcome {
     },
 }
 
+/// The metric that decides `best/` and its direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestMetric {
+    /// Name of the metric as [`Evaluator::evaluate`] reports it (`fid`, …).
+    pub name: String,
+    /// Lower values are better (FID, KID, SWD); otherwise higher (IS).
+    pub lower_is_better: bool,
+}
+
+/// Measures the step's model during training (e.g. FID of its generator).
+///
+/// Implementations must not touch the training RNG or the data stream (they get neither), so a
+/// run with evaluation trains exactly as one without.
+pub trait Evaluator {
+    /// Evaluate after every this many steps (and after the last step); 0 = never.
+    fn every(&self) -> u64;
+    /// The metric that keeps `best/`, if any.
+    fn best(&self) -> Option<BestMetric>;
+    /// Metrics of `step`'s current model after `at` steps, by name.
+    fn evaluate(&self, step: &dyn TrainStep, at: u64) -> Result<Vec<(String, f64)>>;
+}
+
+/// What `best/best.json` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestRecord {
+    /// The deciding metric.
+    pub metric: BestMetric,
+    /// Its best value so far.
+    pub value: f64,
+    /// The step that reached it (the weights in `best/`).
+    pub step: u64,
+}
+
+/// The best value of one metric so far; decides when `best/` is replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestTracker {
+    metric: BestMetric,
+    best: Option<(u64, f64)>,
+}
+
+impl BestTracker {
+    /// A tracker with nothing seen yet.
+    pub fn new(metric: BestMetric) -> Self {
+        Self { metric, best: None }
+    }
+
+    /// Continues from a `best.json` of an earlier session when it tracked the same metric.
+    pub fn resume(metric: BestMetric, record: Option<&BestRecord>) -> Self {
+        let best = record
+            .filter(|r| r.metric == metric && r.value.is_finite())
+            .map(|r| (r.step, r.value));
+        Self { metric, best }
+    }
+
+    /// Offers the value reached at `step`; true when it is strictly better than every earlier
+    /// one (the first finite value always is; NaN and infinities never are).
+    pub fn offer(&mut self, step: u64, value: f64) -> bool {
+        if !value.is_finite() {
+            return false;
+        }
+        let better = match self.best {
+            None => true,
+            Some((_, b)) if self.metric.lower_is_better => value < b,
+            Some((_, b)) => value > b,
+        };
+        if better {
+            self.best = Some((step, value));
+        }
+        better
+    }
+
+    /// (step, value) of the best so far.
+    pub fn best(&self) -> Option<(u64, f64)> {
+        self.best
+    }
+
+    /// The metric tracked.
+    pub fn metric(&self) -> &BestMetric {
+        &self.metric
+    }
+}
+
+/// Reads `best/best.json` of a run, if there is a complete one.
+pub fn read_best(run: &Path) -> Option<BestRecord> {
+    let dir = layout::best_dir(run);
+    checkpoint::read_state(&dir).ok()?;
+    let text = fs::read_to_string(dir.join(BEST_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The record of the best model inside `best/`.
+pub const BEST_FILE: &str = "best.json";
+
 /// Everything [`fit`] needs besides the step and the data.
 pub struct FitOptions<'a> {
     /// The run directory.
@@ -136,6 +237,8 @@ pub struct FitOptions<'a> {
     pub interrupt: &'a AtomicBool,
     /// Print nothing (tests).
     pub quiet: bool,
+    /// Metrics measured during training, and `best/` by one of them.
+    pub evaluator: Option<&'a dyn Evaluator>,
 }
 
 /// Paths inside a run directory.
@@ -148,6 +251,14 @@ pub mod layout {
     /// The finished model: resolved recipe beside the weights.
     pub fn final_dir(run: &Path) -> PathBuf {
         run.join("final")
+    }
+    /// The model with the best evaluation metric so far (like `final/`, plus `best.json`).
+    pub fn best_dir(run: &Path) -> PathBuf {
+        run.join("best")
+    }
+    /// Evaluation outputs and the reference-statistics cache.
+    pub fn eval_dir(run: &Path) -> PathBuf {
+        run.join("eval")
     }
     /// Preview grids.
     pub fn samples(run: &Path) -> PathBuf {
@@ -278,6 +389,10 @@ pub fn fit(
     let mut window_steps = 0u64;
     let mut last_preview = None;
     let start_step = state.step;
+    let mut tracker = opts.evaluator.and_then(|e| e.best()).map(|metric| {
+        let record = read_best(run);
+        BestTracker::resume(metric, record.as_ref())
+    });
 
     while state.step < cfg.steps {
         if opts.interrupt.load(Ordering::SeqCst) {
@@ -372,6 +487,12 @@ pub fn fit(
         if cfg.histogram_every > 0 && s.is_multiple_of(cfg.histogram_every) {
             write_histograms(step, s, &mut log)?;
         }
+        if let Some(ev) = opts.evaluator {
+            let every = ev.every();
+            if every > 0 && (s.is_multiple_of(every) || s == cfg.steps) {
+                evaluate(ev, step, state, opts, tracker.as_mut(), &mut log)?;
+            }
+        }
         if s.is_multiple_of(cfg.checkpoint_every) || s == cfg.steps {
             save_checkpoint(step, state, run, cfg, opts.recipe_toml)?;
             last_saved = Some(s);
@@ -383,7 +504,7 @@ pub fn fit(
     if last_saved != Some(state.step) {
         save_checkpoint(step, state, run, cfg, opts.recipe_toml)?;
     }
-    write_checkpoint_dir(step, state, &layout::final_dir(run), opts.recipe_toml)?;
+    write_checkpoint_dir(step, state, &layout::final_dir(run), opts.recipe_toml, &[])?;
     log.tb(|w| w.flush());
     log.bar.finish_and_clear();
     log.line(&format!(
@@ -392,6 +513,73 @@ pub fn fit(
         layout::final_dir(run).display()
     ));
     Ok(FitOutcome::Finished { step: state.step })
+}
+
+/// Runs the evaluator, logs its metrics and replaces `best/` when the deciding one improved.
+fn evaluate(
+    ev: &dyn Evaluator,
+    step: &mut dyn TrainStep,
+    state: &TrainState,
+    opts: &FitOptions,
+    tracker: Option<&mut BestTracker>,
+    log: &mut Logger,
+) -> Result<()> {
+    let s = state.step;
+    let t0 = Instant::now();
+    let values = ev.evaluate(&*step, s)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let mut obj = serde_json::Map::new();
+    obj.insert("step".into(), s.into());
+    for (k, v) in &values {
+        obj.insert(format!("eval/{k}"), (*v).into());
+    }
+    obj.insert("eval_seconds".into(), secs.into());
+    let mut improved = false;
+    if let Some(t) = tracker {
+        let name = t.metric().name.clone();
+        if let Some((_, v)) = values.iter().find(|(k, _)| *k == name) {
+            if t.offer(s, *v) {
+                improved = true;
+                let record = BestRecord {
+                    metric: t.metric().clone(),
+                    value: *v,
+                    step: s,
+                };
+                let json = serde_json::to_string_pretty(&record)
+                    .map_err(|e| TrainError::Run(format!("serialising best.json: {e}")))?;
+                write_checkpoint_dir(
+                    step,
+                    state,
+                    &layout::best_dir(opts.run_dir),
+                    opts.recipe_toml,
+                    &[(BEST_FILE, json.into_bytes())],
+                )?;
+            }
+        }
+        if let Some((bs, bv)) = t.best() {
+            obj.insert(format!("eval/best_{name}"), bv.into());
+            obj.insert("eval/best_step".into(), bs.into());
+        }
+    }
+    let line = serde_json::Value::Object(obj).to_string();
+    writeln!(log.metrics, "{line}").ctx("appending to", &log.metrics_path)?;
+    log.tb(|w| {
+        for (k, v) in &values {
+            w.add_scalar(&format!("eval/{k}"), *v, s)?;
+        }
+        Ok(())
+    });
+    let shown = values
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join("  ");
+    log.line(&format!(
+        "[{s}/{}] eval: {shown}  ({secs:.1} s){}",
+        opts.train.steps,
+        if improved { "  → best/" } else { "" }
+    ));
+    Ok(())
 }
 
 fn write_preview(step: &mut dyn TrainStep, run: &Path, s: u64, log: &mut Logger) -> Result<()> {
@@ -449,6 +637,7 @@ fn write_checkpoint_dir(
     state: &TrainState,
     dir: &Path,
     recipe_toml: &str,
+    extra: &[(&str, Vec<u8>)],
 ) -> Result<()> {
     check_finite(step, state.step)?;
     let mut state = state.clone();
@@ -462,6 +651,9 @@ fn write_checkpoint_dir(
         }
         checkpoint::save_tensors(&step.state()?, &tmp.join(OPTIMIZER_FILE))?;
         fs::write(tmp.join(RECIPE_FILE), recipe_toml).ctx("writing", tmp.join(RECIPE_FILE))?;
+        for (name, bytes) in extra {
+            fs::write(tmp.join(name), bytes).ctx("writing", tmp.join(name))?;
+        }
         let json = serde_json::to_string_pretty(&state)
             .map_err(|e| TrainError::Run(format!("serialising state: {e}")))?;
         // state.json last: its presence marks a complete checkpoint.
@@ -479,7 +671,7 @@ pub fn save_checkpoint(
 ) -> Result<PathBuf> {
     let dir = layout::checkpoints(run).join(checkpoint::step_dir_name(state.step));
     fs::create_dir_all(layout::checkpoints(run)).ctx("creating", layout::checkpoints(run))?;
-    write_checkpoint_dir(step, state, &dir, recipe_toml)?;
+    write_checkpoint_dir(step, state, &dir, recipe_toml, &[])?;
     checkpoint::prune(&layout::checkpoints(run), cfg.keep_last)?;
     Ok(dir)
 }

@@ -2,9 +2,11 @@
 //!
 //! - [`recipe`]: TOML recipes with `deny_unknown_fields` everywhere and type-checked overrides.
 //! - [`optim`]: Adam and RMSProp with PyTorch's update rules and saveable state.
+//! - [`lbfgs`]: L-BFGS with strong-Wolfe or backtracking line search (image optimisation).
 //! - [`fit`]: the [`fit::TrainStep`] trait and the one loop that drives every trainer.
 //! - [`checkpoint`]: atomic checkpoint directories.
-//! - [`steps`]: one training step per model family (DCGAN now).
+//! - [`steps`]: one training step per model family (GANs, LAPGAN, the domain classifier).
+//! - [`eval`]: `easel eval` and the metrics measured during training (`[eval]`).
 //! - [`session`]: what the CLI's commands do with run directories.
 //!
 //! Only this crate and the CLI know about files, recipes and run directories; models see a
@@ -15,8 +17,10 @@ pub mod checkpoint;
 pub mod device;
 pub mod double_backward;
 pub mod error;
+pub mod eval;
 pub mod fit;
 pub mod grid;
+pub mod lbfgs;
 pub mod optim;
 pub mod recipe;
 pub mod rng;

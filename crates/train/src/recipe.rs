@@ -33,6 +33,9 @@ pub struct Recipe {
     pub optim: BTreeMap<String, OptimSpec>,
     /// Length of the run and how often it logs, previews and saves.
     pub train: TrainConfig,
+    /// Metrics measured while training (optional): which, how often, and which keeps `best/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalConfig>,
 }
 
 /// The model family and its hyper-parameters: `kind` selects the training step.
@@ -47,6 +50,8 @@ pub enum ModelRecipe {
     Wgan(WganRecipe),
     /// LAPGAN (Denton et al. 2015): a Laplacian pyramid of GANs, coarse to fine.
     Lapgan(LapganRecipe),
+    /// easel's domain classifier (cross-entropy): the feature extractor of offline metrics.
+    Classifier(ClassifierRecipe),
 }
 
 impl ModelRecipe {
@@ -57,6 +62,7 @@ impl ModelRecipe {
             ModelRecipe::Cgan(_) => "cgan",
             ModelRecipe::Wgan(_) => "wgan",
             ModelRecipe::Lapgan(_) => "lapgan",
+            ModelRecipe::Classifier(_) => "classifier",
         }
     }
 }
@@ -176,6 +182,85 @@ pub struct LapganRecipe {
     /// Batch norm when sampling (`eval` or `batch`).
     #[serde(default)]
     pub sample_bn: SampleBn,
+}
+
+/// Architecture presets of `[model] kind = "classifier"` ([`easel_models::classifier::Config`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassifierPreset {
+    /// Width 32, 128-d features (MNIST, Fashion-MNIST: grey 28×28).
+    Mnist,
+    /// Width 64, 256-d features (CIFAR-10: RGB 32×32).
+    Cifar10,
+}
+
+/// `[model] kind = "classifier"`: a small CNN trained with cross-entropy, whose penultimate
+/// features give "FID-MNIST" and whose softmax gives the domain score and mode coverage.
+///
+/// The image size and channels come from `[data]`; the widths from `preset` (chosen by
+/// `data.channels` when unset: grey → `mnist`, RGB → `cifar10`) unless `width` / `feature_dim`
+/// are set. The resolved recipe records every value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierRecipe {
+    /// `mnist` or `cifar10`; unset: by `data.channels`.
+    #[serde(default)]
+    pub preset: Option<ClassifierPreset>,
+    /// Channels of the first block (the second has twice as many); unset: the preset's.
+    #[serde(default)]
+    pub width: Option<usize>,
+    /// Size of the penultimate (feature) layer; unset: the preset's.
+    #[serde(default)]
+    pub feature_dim: Option<usize>,
+    /// Number of classes; filled in from the dataset when unset.
+    #[serde(default)]
+    pub num_classes: Option<usize>,
+    /// Steps after which the learning rate is multiplied by `lr_drop_factor` (a step schedule,
+    /// e.g. `[1404]` for 3 epochs of MNIST at batch 128).
+    #[serde(default)]
+    pub lr_drop_at: Vec<u64>,
+    /// Factor applied at each of `lr_drop_at` (0.1: 1e-3 → 1e-4).
+    #[serde(default = "defaults::lr_drop_factor")]
+    pub lr_drop_factor: f64,
+}
+
+/// `[eval]`: metrics measured during training (see [`crate::eval`]).
+///
+/// `every` steps (and at the last step) `n` images are generated from a fixed batch of noise,
+/// compared with the reference data through `extractor`, logged to TensorBoard (`eval/<metric>`)
+/// and `metrics.jsonl`, and the model with the best `best` metric so far is kept in `best/`.
+/// Evaluation draws no training randomness and no training batches, so resume stays exact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate every this many steps and at the last step (0 = never).
+    #[serde(default)]
+    pub every: u64,
+    /// Metrics: `fid`, `kid`, `is`, `pr`, `swd`, `nn`, `div`, `modes`.
+    #[serde(default = "defaults::eval_metrics")]
+    pub metrics: Vec<crate::eval::Metric>,
+    /// Images generated per evaluation.
+    #[serde(default = "defaults::eval_n")]
+    pub n: usize,
+    /// Reference images (statistics computed once and cached in `<run>/eval/cache/`); default:
+    /// the whole reference set, at most 50 000.
+    #[serde(default)]
+    pub n_ref: Option<usize>,
+    /// `inception` (pytorch-fid weights, see [`crate::eval::INCEPTION_FILE`]),
+    /// `inception:PATH`, `classifier:RUN_OR_MODEL_DIR` (an easel classifier run) or `pixels`.
+    #[serde(default = "defaults::eval_extractor")]
+    pub extractor: String,
+    /// The reference data: a recipe or dataset TOML (its `[data]` table) or an image folder;
+    /// default: the run's own `[data]`.
+    #[serde(default)]
+    pub against: Option<std::path::PathBuf>,
+    /// Which split of the reference data (`train` or `test`); default: the reference's own.
+    #[serde(default)]
+    pub split: Option<easel_data::Split>,
+    /// The metric that decides `best/` (`fid`, `kid`, `swd`: lower is better; `is`: higher);
+    /// default: the first of `metrics` that has a direction.
+    #[serde(default)]
+    pub best: Option<crate::eval::Metric>,
 }
 
 /// How the critic is kept 1-Lipschitz.
@@ -320,6 +405,18 @@ mod defaults {
     pub fn level_ndf() -> usize {
         32
     }
+    pub fn lr_drop_factor() -> f64 {
+        0.1
+    }
+    pub fn eval_metrics() -> Vec<crate::eval::Metric> {
+        vec![crate::eval::Metric::Fid]
+    }
+    pub fn eval_n() -> usize {
+        1000
+    }
+    pub fn eval_extractor() -> String {
+        "inception".to_string()
+    }
 }
 
 impl Recipe {
@@ -403,6 +500,7 @@ impl Recipe {
             ModelRecipe::Cgan(m) => m.label_smoothing,
             ModelRecipe::Wgan(_) => 0.0,
             ModelRecipe::Lapgan(m) => m.label_smoothing,
+            ModelRecipe::Classifier(_) => 0.0,
         };
         if !(0.0..1.0).contains(&smoothing) {
             return bad(format!(
@@ -413,6 +511,28 @@ impl Recipe {
             let s = self.data.image_size;
             if s < 16 || !s.is_multiple_of(8) || !(s / 8).is_power_of_two() {
                 return bad(format!("a lapgan recipe needs data.image_size = 8·2^k with k ≥ 1 (16, 32, 64, …), got {s}"));
+            }
+        }
+        if let ModelRecipe::Classifier(c) = &self.model {
+            let s = self.data.image_size;
+            if !s.is_multiple_of(4) {
+                return bad(format!(
+                    "a classifier recipe needs data.image_size to be a multiple of 4 (two 2×2 poolings), got {s}"
+                ));
+            }
+            if !(c.lr_drop_factor > 0.0 && c.lr_drop_factor.is_finite()) {
+                return bad(format!(
+                    "model.lr_drop_factor must be positive, got {}",
+                    c.lr_drop_factor
+                ));
+            }
+            if c.width == Some(0) || c.feature_dim == Some(0) {
+                return bad("model.width and model.feature_dim must be at least 1".into());
+            }
+        }
+        if let Some(e) = &self.eval {
+            if let Err(message) = crate::eval::validate_config(e, &self.model) {
+                return bad(message);
             }
         }
         if let ModelRecipe::Wgan(w) = &self.model {

@@ -20,6 +20,11 @@ use crate::steps::gan::{self, GanStep};
 
 /// Builds the training step a recipe describes.
 pub fn build_step(recipe: &Recipe, device: &Device) -> Result<Box<dyn TrainStep>> {
+    if let ModelRecipe::Classifier(_) = &recipe.model {
+        return Ok(Box::new(crate::steps::classifier::ClassifierStep::new(
+            recipe, device,
+        )?));
+    }
     if let ModelRecipe::Lapgan(m) = &recipe.model {
         return Ok(Box::new(crate::steps::lapgan::LapganStep::new(
             recipe, m, device,
@@ -39,12 +44,14 @@ fn needs_double_backward(recipe: &Recipe) -> bool {
     matches!(&recipe.model, ModelRecipe::Wgan(w) if w.penalty == crate::recipe::Penalty::Gp)
 }
 
-/// Fills in what the data decides (the class count of a conditional GAN), so the resolved
-/// recipe is complete and `final/` can rebuild the networks without the data.
+/// Fills in what the data decides (the class count of a conditional GAN or a classifier), so the
+/// resolved recipe is complete and `final/` can rebuild the networks without the data.
 fn resolve_with_data(recipe: &mut Recipe, dataset: &dyn easel_data::Dataset) -> Result<()> {
+    crate::steps::classifier::resolve(recipe);
     let slot = match &mut recipe.model {
         ModelRecipe::Cgan(m) => Some(&mut m.num_classes),
         ModelRecipe::Lapgan(m) if m.conditional => Some(&mut m.num_classes),
+        ModelRecipe::Classifier(m) => Some(&mut m.num_classes),
         _ => None,
     };
     if let Some(num_classes) = slot {
@@ -55,7 +62,8 @@ fn resolve_with_data(recipe: &mut Recipe, dataset: &dyn easel_data::Dataset) -> 
                 return Err(TrainError::Recipe {
                     path: "recipe".into(),
                     message: format!(
-                        "a conditional GAN needs labelled data, but {} has no classes",
+                        "a `{}` recipe needs labelled data, but {} has no classes",
+                        recipe.model.kind(),
                         dataset.describe()
                     ),
                 })
@@ -84,6 +92,8 @@ pub struct RunReport {
     pub outcome: FitOutcome,
     /// Wall time of this session in seconds.
     pub seconds: f64,
+    /// A classifier run that finished: (test accuracy, test images, test data description).
+    pub test_accuracy: Option<(f64, usize, String)>,
 }
 
 /// Options for [`train`].
@@ -155,6 +165,7 @@ pub fn train(req: &TrainRequest, interrupt: &AtomicBool) -> Result<RunReport> {
     let dataset = easel_data::open(&recipe.data, recipe.seed)?;
     resolve_with_data(&mut recipe, dataset.as_ref())?;
     build_step(&recipe, &req.device)?;
+    crate::eval::check_training_eval(&recipe, &req.device)?;
     std::fs::create_dir_all(&run_dir).ctx("creating", &run_dir)?;
     let recipe_toml = recipe.to_toml()?;
     checkpoint::write_file_atomically(&layout::recipe(&run_dir), recipe_toml.as_bytes())?;
@@ -180,8 +191,8 @@ pub fn train(req: &TrainRequest, interrupt: &AtomicBool) -> Result<RunReport> {
     )
 }
 
-/// Continues a run from its newest checkpoint; `overrides` may change `train.*` and `optim.*`
-/// (e.g. `train.steps=M` to extend a finished run).
+/// Continues a run from its newest checkpoint; `overrides` may change `train.*`, `optim.*` and
+/// `eval.*` (e.g. `train.steps=M` to extend a finished run).
 pub fn resume(
     run_dir: &Path,
     overrides: &[String],
@@ -191,10 +202,10 @@ pub fn resume(
 ) -> Result<RunReport> {
     for o in overrides {
         let key = o.split('=').next().unwrap_or("");
-        if !(key.starts_with("train.") || key.starts_with("optim.")) {
+        if !(key.starts_with("train.") || key.starts_with("optim.") || key.starts_with("eval.")) {
             return Err(TrainError::Recipe {
                 path: format!("--set {o}"),
-                message: "resume can only change train.* and optim.* keys (the networks and data are fixed by the run)".into(),
+                message: "resume can only change train.*, optim.* and eval.* keys (the networks and data are fixed by the run)".into(),
             });
         }
     }
@@ -316,6 +327,7 @@ fn run(
         }
         println!("TensorBoard: tensorboard --logdir {}", run_dir.display());
     }
+    let evaluator = crate::eval::TrainingEvaluator::new(recipe, run_dir, device, quiet)?;
     let mut data = DeviceLoader::new(loader, device);
     let opts = FitOptions {
         run_dir,
@@ -323,13 +335,74 @@ fn run(
         recipe_toml,
         interrupt,
         quiet,
+        evaluator: evaluator.as_ref().map(|e| e as &dyn fit::Evaluator),
     };
     let outcome = fit::fit(step.as_mut(), &mut data, &mut state, &opts)?;
+    let test_accuracy = match (&recipe.model, &outcome) {
+        (ModelRecipe::Classifier(_), FitOutcome::Finished { step }) => {
+            classifier_test_accuracy(recipe, run_dir, *step, device, quiet)?
+        }
+        _ => None,
+    };
     Ok(RunReport {
         run_dir: run_dir.to_path_buf(),
         outcome,
         seconds: started.elapsed().as_secs_f64(),
+        test_accuracy,
     })
+}
+
+/// Accuracy of a finished classifier on the test split of its data, printed and appended to
+/// `metrics.jsonl`; `None` (with a note) when the data has no test split.
+fn classifier_test_accuracy(
+    recipe: &Recipe,
+    run_dir: &Path,
+    step: u64,
+    device: &Device,
+    quiet: bool,
+) -> Result<Option<(f64, usize, String)>> {
+    use std::io::Write;
+    let note = |m: String| {
+        if !quiet {
+            println!("{m}");
+        }
+    };
+    if recipe.data.source == easel_data::Source::Folder {
+        note("test accuracy: skipped (an image folder has no test split; measure one with `easel eval RUN --against DIR`)".into());
+        return Ok(None);
+    }
+    let real = crate::eval::RealData::Dataset {
+        data: easel_data::DataConfig {
+            split: easel_data::Split::Test,
+            ..recipe.data.clone()
+        },
+        seed: recipe.seed,
+    };
+    let (acc, n, desc) =
+        match crate::eval::classifier_accuracy(&layout::final_dir(run_dir), &real, device, quiet) {
+            Ok(r) => r,
+            Err(TrainError::Data(e)) => {
+                note(format!(
+                    "test accuracy: skipped, the test split cannot be read: {e}"
+                ));
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+    note(format!(
+        "test accuracy {:.2} % ({} of {n} wrong) on {desc}",
+        100.0 * acc,
+        ((1.0 - acc) * n as f64).round() as u64
+    ));
+    let line = serde_json::json!({"step": step, "test_accuracy": acc, "test_images": n});
+    let path = layout::metrics(run_dir);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .ctx("opening", &path)?;
+    writeln!(f, "{line}").ctx("appending to", &path)?;
+    Ok(Some((acc, n, desc)))
 }
 
 /// Options for [`sample`].

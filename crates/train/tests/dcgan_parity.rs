@@ -52,6 +52,7 @@ fn two_training_steps_match_pytorch() {
             keep_last: 1,
             preview_count: 1,
         },
+        eval: None,
     };
     let spec = gan::spec(&recipe).unwrap().unwrap();
     let mut step = GanStep::new(&recipe, spec, &Device::Cpu).unwrap();

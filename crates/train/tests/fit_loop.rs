@@ -152,6 +152,17 @@ fn run(
     state: &mut TrainState,
     flag: &AtomicBool,
 ) -> easel_train::Result<FitOutcome> {
+    run_with(toy, run_dir, steps, state, flag, None)
+}
+
+fn run_with(
+    toy: &mut Toy,
+    run_dir: &Path,
+    steps: u64,
+    state: &mut TrainState,
+    flag: &AtomicBool,
+    evaluator: Option<&dyn fit::Evaluator>,
+) -> easel_train::Result<FitOutcome> {
     let c = cfg(steps);
     let opts = FitOptions {
         run_dir,
@@ -159,6 +170,7 @@ fn run(
         recipe_toml: "# toy\n",
         interrupt: flag,
         quiet: true,
+        evaluator,
     };
     let mut data = Counter(state.batches);
     fit::fit(toy, &mut data, state, &opts)

@@ -182,7 +182,7 @@ pub fn spec(recipe: &Recipe) -> Result<Option<GanSpec>> {
                 },
             }
         }
-        ModelRecipe::Lapgan(_) => return Ok(None),
+        ModelRecipe::Lapgan(_) | ModelRecipe::Classifier(_) => return Ok(None),
     }))
 }
 
@@ -579,6 +579,10 @@ impl TrainStep for GanStep {
 
     fn preview_columns(&self) -> Option<usize> {
         self.preview_cols
+    }
+
+    fn generator(&self) -> Option<(&dyn easel_models::ImageGenerator, BnMode)> {
+        Some((&self.g, self.spec.sample_mode))
     }
 
     fn format_scalars(&self, s: &Scalars) -> String {

@@ -410,6 +410,10 @@ impl TrainStep for LapganStep {
         side_by_side(&levels)
     }
 
+    fn generator(&self) -> Option<(&dyn easel_models::ImageGenerator, BnMode)> {
+        Some((&self.chain, self.spec.sample_mode))
+    }
+
     fn preview_columns(&self) -> Option<usize> {
         Some(self.level_g.len() + 1)
     }

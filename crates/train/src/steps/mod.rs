@@ -1,4 +1,5 @@
 //! Training steps: one module per kind of training, each owning its networks and optimisers.
 
+pub mod classifier;
 pub mod gan;
 pub mod lapgan;
