@@ -1,7 +1,7 @@
 //! The GAN family (cGAN, WGAN, WGAN-GP, SNGAN) on the shared loop: each tiny recipe trains,
 //! checkpoints, resumes exactly and samples through the same CLI.
 
-use crate::common::{easel_err, easel_ok, losses, s};
+use crate::common::{easel_err, easel_ok, losses, root, s};
 
 fn mnist_dir(d: &std::path::Path) -> String {
     let dir = d.join("mnist");
@@ -281,4 +281,54 @@ fn class_conditional_lapgan_on_an_image_folder() {
         "--out",
         s(&png),
     ]);
+}
+
+/// `easel bench RECIPE` times every family's step on a random batch; the printed throughput is
+/// consistent with the printed median step time (images/s = batch / median).
+#[test]
+fn bench_times_any_recipe_step() {
+    for recipe in [
+        "recipes/tiny/cgan-mnist.toml",
+        "recipes/tiny/wgan-gp-mnist.toml",
+        "recipes/tiny/lapgan-mnist.toml",
+    ] {
+        let path = root().join(recipe);
+        let out = easel_ok(&[
+            "bench",
+            s(&path),
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--set",
+            "train.batch_size=4",
+        ]);
+        let median: f64 = out
+            .split("median ")
+            .nth(1)
+            .and_then(|t| t.split(" s").next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no median in {out}"));
+        let ips: f64 = out
+            .split("steps/s  ")
+            .nth(1)
+            .and_then(|t| t.split(" images/s").next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no images/s in {out}"));
+        assert!(
+            out.contains("batch 4") && out.contains("(2 steps)"),
+            "{out}"
+        );
+        assert!(median > 0.0, "{out}");
+        // Both are rounded when printed: the median to 0.0005 s, images/s to 0.05.
+        let slack = 0.05 + 4.0 * 0.0005 / (median - 0.0005).max(1e-4).powi(2);
+        assert!((ips - 4.0 / median).abs() <= slack, "{out}");
+    }
+    let e = easel_err(&["bench", "nonsense"]);
+    assert!(
+        e.contains("unknown benchmark `nonsense`") && e.contains("recipe file"),
+        "{e}"
+    );
+    let e = easel_err(&["bench", "recipes/missing.toml"]);
+    assert!(e.contains("recipes/missing.toml"), "{e}");
 }

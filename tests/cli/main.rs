@@ -2,7 +2,11 @@
 
 mod common;
 mod errors;
+mod eval;
 mod family;
+mod latent;
 mod runs;
 mod sample;
+mod style;
 mod tensorboard;
+mod transfer;

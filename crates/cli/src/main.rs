@@ -10,6 +10,11 @@ use clap::{Parser, Subcommand};
 use easel_train::fit::FitOutcome;
 use easel_train::session;
 
+mod eval_cmd;
+mod latent_cmd;
+mod style_cmd;
+mod transfer_cmd;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -71,12 +76,16 @@ enum Command {
         /// class, the same z in each column).
         #[arg(long)]
         class: Option<usize>,
-        /// Output PNG (default RUN/samples/sample-sSEED-nN.png); z goes to OUT.z.safetensors.
+        /// Output PNG (default RUN/samples/sample-sSEED-nN.png, or sheet-… with --sheet); z goes
+        /// to OUT.z.safetensors and to the run's z bank (RUN/zbank).
         #[arg(long)]
         out: Option<PathBuf>,
         /// cpu, cuda, cuda:N, metal or auto.
         #[arg(long, default_value = "auto")]
         device: String,
+        /// A numbered contact sheet: each image's z bank id under it, for `easel latent`.
+        #[arg(long)]
+        sheet: bool,
     },
     /// List recipes with their descriptions.
     Recipes {
@@ -89,11 +98,28 @@ enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// Measure a run's generator (or an image folder, or a classifier run) against real data:
+    /// FID, KID, IS, precision/recall, SWD, nearest neighbours, diversity, mode coverage.
+    Eval(eval_cmd::EvalArgs),
+    /// Latent tools on the ids of `easel sample --sheet`: interpolate, arith, direction,
+    /// classes (conditional models) and check (concept arithmetic confirmed by a classifier).
+    Latent(latent_cmd::LatentArgs),
+    /// Optimise an image on VGG features: style transfer (Gatys et al.), texture synthesis
+    /// (--content none), feature inversion (--style none --layer relu3_1).
+    Transfer(Box<transfer_cmd::TransferArgs>),
+    /// Stylise images with a trained feed-forward style network (kind = "style").
+    Stylize(style_cmd::StylizeArgs),
+    /// Upscale images with a trained super-resolution network (kind = "sr"), tiled.
+    Upscale(style_cmd::UpscaleArgs),
     /// Measure training speed (images/s with forward/backward/optimiser split).
     Bench {
-        /// What to measure: dcgan.
+        /// What to measure: `dcgan` (the pytorch/examples configurations) or a recipe file
+        /// (its training step on a fixed random batch of the recipe's size).
         #[arg(default_value = "dcgan")]
         what: String,
+        /// Recipe overrides when WHAT is a recipe, e.g. `train.batch_size=32`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Timed steps per configuration (after warm-up).
         #[arg(long, default_value_t = 5)]
         steps: usize,
@@ -190,6 +216,7 @@ fn run() -> anyhow::Result<ExitCode> {
             class,
             out,
             device,
+            sheet,
         } => {
             let device = easel_train::device::parse_device(&device)?;
             let r = session::sample(&session::SampleRequest {
@@ -199,6 +226,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 class,
                 out,
                 device,
+                sheet,
             })?;
             println!(
                 "wrote {} (seed {}, model {})",
@@ -207,6 +235,12 @@ fn run() -> anyhow::Result<ExitCode> {
                 r.model_dir.display()
             );
             println!("z vectors: {}", r.z.display());
+            println!(
+                "z bank ids {}..{} in {} (use them with `easel latent`)",
+                r.ids.start,
+                r.ids.end,
+                r.bank.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Recipes { dir } => {
@@ -226,8 +260,14 @@ fn run() -> anyhow::Result<ExitCode> {
             print!("{}", session::inspect(&run_dir)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Latent(args) => latent_cmd::run(args),
+        Command::Transfer(args) => transfer_cmd::run(*args),
+        Command::Stylize(args) => style_cmd::stylize(args),
+        Command::Upscale(args) => style_cmd::upscale(args),
         Command::Bench {
             what,
+            set,
             steps,
             quick,
             device,
@@ -238,7 +278,20 @@ fn run() -> anyhow::Result<ExitCode> {
                     easel_train::bench::dcgan(&device, steps, quick)?;
                     Ok(ExitCode::SUCCESS)
                 }
-                other => anyhow::bail!("unknown benchmark `{other}` (available: dcgan)"),
+                path if path.ends_with(".toml") => {
+                    let recipe = easel_train::recipe::Recipe::load(std::path::Path::new(path), &set)?;
+                    println!(
+                        "easel bench {path} | device {} | {} timed steps after 1 warm-up",
+                        easel_train::device::describe(&device),
+                        steps.max(1)
+                    );
+                    let r = easel_train::bench::recipe(&recipe, &device, steps)?;
+                    easel_train::bench::print_recipe(&r);
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => anyhow::bail!(
+                    "unknown benchmark `{other}` (available: dcgan, or a recipe file such as recipes/wgan-mnist.toml)"
+                ),
             }
         }
     }

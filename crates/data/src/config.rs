@@ -222,6 +222,10 @@ pub struct ShapesConfig {
     /// Supersampling factor per axis for anti-aliasing (1 = aliased,
     /// default 4, i.e. 16 samples per pixel).
     pub supersample: usize,
+    /// What the label of an image is: `"kind"` (default: 6 shape kinds), `"color"` (8 fill
+    /// colours) or `"kind_color"` (48 classes such as `blue-circle`, for an attribute
+    /// classifier that checks latent arithmetic).
+    pub label: crate::shapes::ShapesLabel,
 }
 
 impl Default for ShapesConfig {
@@ -231,6 +235,7 @@ impl Default for ShapesConfig {
             test_count: 2_000,
             seed: None,
             supersample: 4,
+            label: crate::shapes::ShapesLabel::Kind,
         }
     }
 }

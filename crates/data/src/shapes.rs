@@ -134,6 +134,60 @@ impl Colour {
     }
 }
 
+/// What the label of a shapes sample is (`data.shapes.label`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapesLabel {
+    /// The shape kind: index in [`ShapeKind::ALL`] (6 classes). The default.
+    #[default]
+    Kind,
+    /// The fill colour: index in [`Colour::ALL`] (8 classes).
+    Color,
+    /// Kind and colour: `kind · 8 + colour` (48 classes, named `blue-circle`, …), so a
+    /// classifier can tell "blue circle" from "red circle" and "blue square".
+    KindColor,
+}
+
+impl ShapesLabel {
+    /// Number of classes.
+    pub fn num_classes(self) -> usize {
+        match self {
+            ShapesLabel::Kind => ShapeKind::ALL.len(),
+            ShapesLabel::Color => Colour::ALL.len(),
+            ShapesLabel::KindColor => ShapeKind::ALL.len() * Colour::ALL.len(),
+        }
+    }
+
+    /// The label of an image with these attributes.
+    pub fn label(self, attrs: &ShapeAttrs) -> u32 {
+        let colour = Colour::ALL
+            .iter()
+            .position(|&c| c == attrs.colour)
+            .unwrap_or(0) as u32;
+        match self {
+            ShapesLabel::Kind => attrs.kind.label(),
+            ShapesLabel::Color => colour,
+            ShapesLabel::KindColor => attrs.kind.label() * Colour::ALL.len() as u32 + colour,
+        }
+    }
+
+    /// Class names in label order: `circle`, …; `red`, …; `red-circle`, `orange-circle`, ….
+    pub fn class_names(self) -> Vec<String> {
+        match self {
+            ShapesLabel::Kind => ShapeKind::ALL.iter().map(|k| k.name().into()).collect(),
+            ShapesLabel::Color => Colour::ALL.iter().map(|c| c.name().into()).collect(),
+            ShapesLabel::KindColor => ShapeKind::ALL
+                .iter()
+                .flat_map(|k| {
+                    Colour::ALL
+                        .iter()
+                        .map(move |c| format!("{}-{}", c.name(), k.name()))
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Everything that determines one shapes image. Geometry is in fractions of
 /// the image side, so the same attributes render at any size.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -314,6 +368,7 @@ pub struct Shapes {
     image_size: usize,
     channels: usize,
     supersample: usize,
+    label: ShapesLabel,
 }
 
 impl Shapes {
@@ -355,6 +410,7 @@ impl Shapes {
             image_size,
             channels,
             supersample: cfg.supersample.clamp(1, 16),
+            label: cfg.label,
         })
     }
 
@@ -385,14 +441,11 @@ impl Dataset for Shapes {
     }
 
     fn num_classes(&self) -> Option<usize> {
-        Some(ShapeKind::ALL.len())
+        Some(self.label.num_classes())
     }
 
     fn class_names(&self) -> Vec<String> {
-        ShapeKind::ALL
-            .iter()
-            .map(|k| k.name().to_string())
-            .collect()
+        self.label.class_names()
     }
 
     fn get(&self, index: usize, _aug_seed: u64) -> Result<Sample, DataError> {
@@ -412,7 +465,7 @@ impl Dataset for Shapes {
         };
         Ok(Sample {
             pixels: transform::prepare(img, self.image_size, self.channels, Crop::Center, 0),
-            label: attrs.kind.label(),
+            label: self.label.label(&attrs),
         })
     }
 
@@ -481,6 +534,55 @@ mod tests {
         }
         assert_eq!(s.class_names().len(), 6);
         assert_eq!(s.num_classes(), Some(6));
+    }
+
+    #[test]
+    fn colour_and_kind_colour_labels() {
+        let with = |label| {
+            let cfg = ShapesConfig {
+                label,
+                ..ShapesConfig::default()
+            };
+            Shapes::new(&cfg, 7, Split::Train, 32, 3).unwrap()
+        };
+        let (kind, colour, both) = (
+            with(ShapesLabel::Kind),
+            with(ShapesLabel::Color),
+            with(ShapesLabel::KindColor),
+        );
+        assert_eq!(kind.num_classes(), Some(6));
+        assert_eq!(colour.num_classes(), Some(8));
+        assert_eq!(both.num_classes(), Some(48));
+        let names = both.class_names();
+        assert_eq!(names.len(), 48);
+        assert_eq!(names[0], "red-circle");
+        assert_eq!(names[8 + 5], "blue-square");
+        assert_eq!(colour.class_names()[5], "blue");
+        let mut seen = [0usize; 48];
+        for i in 0..4800 {
+            let a = both.attributes(i);
+            let (k, c, kc) = (
+                kind.get(i, 0).unwrap(),
+                colour.get(i, 0).unwrap(),
+                both.get(i, 0).unwrap(),
+            );
+            // Same image, three labellings, each read off the known attributes.
+            assert_eq!(k.pixels, kc.pixels);
+            assert_eq!(ShapeKind::ALL[k.label as usize], a.kind);
+            assert_eq!(Colour::ALL[c.label as usize], a.colour);
+            assert_eq!(
+                names[kc.label as usize],
+                format!("{}-{}", a.colour.name(), a.kind.name())
+            );
+            seen[kc.label as usize] += 1;
+        }
+        // All 48 combinations occur (≈ 100 each).
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+        // The recipe spelling.
+        let cfg: ShapesConfig = toml::from_str("label = \"kind_color\"").unwrap();
+        assert_eq!(cfg.label, ShapesLabel::KindColor);
+        assert_eq!(ShapesConfig::default().label, ShapesLabel::Kind);
+        assert!(toml::from_str::<ShapesConfig>("label = \"size\"").is_err());
     }
 
     #[test]

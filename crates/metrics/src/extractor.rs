@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor};
-use easel_models::{classifier, inception};
+use easel_models::{classifier, inception, vgg};
 use easel_nn::{BnMode, ParamStore};
 
 /// Maps images to feature vectors (and optionally class logits).
@@ -12,6 +12,10 @@ use easel_nn::{BnMode, ParamStore};
 /// Images are easel's convention, `[B, C, H, W]` in [−1, 1]. [`FeatureExtractor::hash`] names the
 /// extractor and its exact weights, so cached reference statistics are only reused with the same
 /// network.
+///
+/// Outputs are detached from candle's graph: the networks' weights are variables, so an attached
+/// output would keep every intermediate activation of its forward pass alive for as long as the
+/// caller keeps the features (about 1 MB per 28×28 image for the MNIST classifier).
 pub trait FeatureExtractor {
     /// A short human-readable name (`"inception-v3-fid"`, `"classifier"`, `"pixels"`).
     fn name(&self) -> &str;
@@ -94,7 +98,7 @@ fn to_rgb(images: &Tensor) -> Result<Tensor> {
         3 => Ok(images.clone()),
         1 => images.broadcast_as((b, 3, h, w))?.contiguous(),
         _ => candle_core::bail!(
-            "Inception features need grey or RGB images [B, 1|3, H, W], got {:?}",
+            "Inception and VGG features need grey or RGB images [B, 1|3, H, W], got {:?}",
             images.dims()
         ),
     }
@@ -134,7 +138,7 @@ impl FeatureExtractor for InceptionExtractor {
         inception::POOL3_DIM
     }
     fn features(&self, images: &Tensor) -> Result<Tensor> {
-        self.net.forward(&to_rgb(images)?)
+        Ok(self.net.forward(&to_rgb(images)?)?.detach())
     }
     fn num_classes(&self) -> Option<usize> {
         Some(self.net.config().num_classes)
@@ -144,7 +148,7 @@ impl FeatureExtractor for InceptionExtractor {
     }
     fn extract(&self, images: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
         let f = self.features(images)?;
-        let l = self.net.logits(&f)?;
+        let l = self.net.logits(&f)?.detach();
         Ok((f, Some(l)))
     }
     fn hash(&self) -> String {
@@ -184,17 +188,119 @@ impl FeatureExtractor for ClassifierExtractor {
         self.net.config().feature_dim
     }
     fn features(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.net.forward_t(images, BnMode::Eval)?.0)
+        Ok(self.net.forward_t(images, BnMode::Eval)?.0.detach())
     }
     fn num_classes(&self) -> Option<usize> {
         Some(self.net.config().num_classes)
     }
     fn logits(&self, images: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(self.net.forward_t(images, BnMode::Eval)?.1))
+        Ok(Some(self.net.forward_t(images, BnMode::Eval)?.1.detach()))
     }
     fn extract(&self, images: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
         let (f, l) = self.net.forward_t(images, BnMode::Eval)?;
-        Ok((f, Some(l)))
+        Ok((f.detach(), Some(l.detach())))
+    }
+    fn hash(&self) -> String {
+        self.hash.clone()
+    }
+}
+
+/// Side images are resized to before [`VggExtractor`]'s network: ImageNet's 224, as for
+/// VGG-feature precision/recall (Kynkäänniemi et al. 2019).
+pub const VGG_INPUT_SIDE: usize = 224;
+
+/// VGG16 or VGG19 ([`easel_models::vgg`], the perceptual-loss network): the ReLU output of the
+/// last convolution (`relu5_3` / `relu5_4`), averaged over positions, giving `widths[4]` (512)
+/// features. Images are repeated to RGB if grey and resized to `resize_to` (default
+/// [`VGG_INPUT_SIDE`]) with bilinear interpolation (`align_corners=False`,
+/// [`inception::resize_bilinear`]). No logits: only the convolutional part is loaded.
+///
+/// Cost: at 224×224 a VGG19 forward pass is ≈ 20 GFLOP per image, about 100× the MNIST classifier.
+#[derive(Debug, Clone)]
+pub struct VggExtractor {
+    net: vgg::Vgg,
+    tap: vgg::Tap,
+    resize_to: Option<usize>,
+    name: String,
+    hash: String,
+}
+
+impl VggExtractor {
+    /// Loads the convolutions of a torchvision/timm or Keras/Caffe VGG16/VGG19 safetensors file
+    /// (layout, depth and widths detected from the names and shapes, classifier tensors ignored);
+    /// errors name the file.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let fail =
+            |e: String| candle_core::Error::Msg(format!("VGG weights {}: {e}", path.display()));
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let file = candle_core::safetensors::BufferedSafetensors::new(bytes)
+            .map_err(|e| fail(format!("not a safetensors file ({e})")))?;
+        let shapes: Vec<(String, Vec<usize>)> = file
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.shape().to_vec()))
+            .collect();
+        let cfg = vgg::Config::detect(&shapes).map_err(|e| fail(e.to_string()))?;
+        let mut tensors = HashMap::new();
+        for (b, &n) in cfg.depth.convs_per_block().iter().enumerate() {
+            for c in 1..=n {
+                let name = cfg.layout.conv_name(cfg.depth, b + 1, c);
+                for part in ["weight", "bias"] {
+                    let key = format!("{name}.{part}");
+                    let t = file
+                        .load(&key, &Device::Cpu)
+                        .map_err(|e| fail(format!("{key}: {e}")))?
+                        .to_dtype(DType::F32)?;
+                    tensors.insert(key, t);
+                }
+            }
+        }
+        let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
+        let net = vgg::Vgg::new(&cfg, vb).map_err(|e| fail(e.to_string()))?;
+        Self::new(net, &tensors, Some(VGG_INPUT_SIDE))
+    }
+
+    /// Wraps a network built from `weights` (hashed to identify the features); `resize_to: None`
+    /// feeds images at their own size.
+    pub fn new(
+        net: vgg::Vgg,
+        weights: &HashMap<String, Tensor>,
+        resize_to: Option<usize>,
+    ) -> Result<Self> {
+        let depth = net.config().depth;
+        let last = *depth.convs_per_block().last().unwrap_or(&1);
+        let tap = vgg::Tap::relu(5, last);
+        let name = match depth {
+            vgg::Depth::Vgg16 => "vgg16",
+            vgg::Depth::Vgg19 => "vgg19",
+        }
+        .to_string();
+        let side = resize_to.map_or("native".to_string(), |s| s.to_string());
+        let hash = format!("{name}-{tap}-{side}:{}", weights_hash(weights)?);
+        Ok(Self {
+            net,
+            tap,
+            resize_to,
+            name,
+            hash,
+        })
+    }
+}
+
+impl FeatureExtractor for VggExtractor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn dim(&self) -> usize {
+        self.net.config().widths[4]
+    }
+    fn features(&self, images: &Tensor) -> Result<Tensor> {
+        let mut x = to_rgb(images)?;
+        if let Some(s) = self.resize_to {
+            x = inception::resize_bilinear(&x, s, s)?;
+        }
+        let a = self.net.features(&x, &[self.tap])?.remove(0); // [B, C, h, w]
+        Ok(a.mean((2, 3))?.detach())
     }
     fn hash(&self) -> String {
         self.hash.clone()
@@ -278,6 +384,7 @@ mod tests {
         assert!(ex.hash().starts_with("inception-v3-fid:"));
         let grey = Tensor::rand(-1f32, 1., (1, 1, 20, 20), &dev).unwrap();
         let (f, l) = ex.extract(&grey).unwrap();
+        assert!(!f.track_op() && !l.as_ref().unwrap().track_op());
         assert_eq!(
             (f.dims(), l.unwrap().dims()),
             ([1, 2048].as_slice(), [1, 1008].as_slice())
@@ -329,6 +436,108 @@ mod tests {
             .abs()
             .unwrap();
         assert_eq!(d.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        // Outputs carry no graph (which would hold every activation of the forward pass).
+        let (f, l) = b.extract(&x).unwrap();
+        assert!(!f.track_op() && !l.unwrap().track_op());
+        assert!(!b.features(&x).unwrap().track_op());
+        assert!(!b.logits(&x).unwrap().unwrap().track_op());
+    }
+
+    /// Seeded weights of a narrow VGG19 in torchvision's names.
+    fn tiny_vgg19(widths: [usize; 5], seed: u64) -> HashMap<String, Tensor> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let depth = vgg::Depth::Vgg19;
+        let mut t = HashMap::new();
+        let mut c_in = 3;
+        for (b, &n) in depth.convs_per_block().iter().enumerate() {
+            for c in 1..=n {
+                let name = vgg::Layout::Torchvision.conv_name(depth, b + 1, c);
+                let o = widths[b];
+                let w: Vec<f32> = (0..o * c_in * 9)
+                    .map(|_| rng.random_range(-0.5..0.5))
+                    .collect();
+                let bias: Vec<f32> = (0..o).map(|_| rng.random_range(0.0..0.1)).collect();
+                t.insert(
+                    format!("{name}.weight"),
+                    Tensor::from_vec(w, (o, c_in, 3, 3), &Device::Cpu).unwrap(),
+                );
+                t.insert(
+                    format!("{name}.bias"),
+                    Tensor::from_vec(bias, o, &Device::Cpu).unwrap(),
+                );
+                c_in = o;
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn vgg_features_are_the_mean_of_the_last_relu_after_the_resize() {
+        let dev = Device::Cpu;
+        let widths = [2, 3, 4, 4, 6];
+        let tensors = tiny_vgg19(widths, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vgg19.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let ex = VggExtractor::load(&path, &dev).unwrap();
+        assert_eq!((ex.name(), ex.dim()), ("vgg19", 6));
+        assert!(ex.hash().starts_with("vgg19-relu5_4-224:"), "{}", ex.hash());
+        assert!(ex.num_classes().is_none());
+        // Oracle: the network's own relu5_4 at 224×224, averaged by hand.
+        let cfg = vgg::Config {
+            widths,
+            ..vgg::Config::new(vgg::Depth::Vgg19, vgg::Layout::Torchvision)
+        };
+        let net = vgg::Vgg::new(
+            &cfg,
+            candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev),
+        )
+        .unwrap();
+        let grey = Tensor::rand(-1f32, 1., (2, 1, 28, 28), &dev).unwrap();
+        let rgb = Tensor::cat(&[&grey, &grey, &grey], 1).unwrap();
+        let x = inception::resize_bilinear(&rgb, 224, 224).unwrap();
+        let a = net.features(&x, &[vgg::Tap::relu(5, 4)]).unwrap().remove(0);
+        let (b, c, h, w) = a.dims4().unwrap();
+        let v = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let f = ex.features(&grey).unwrap();
+        assert!(!f.track_op());
+        assert_eq!(f.dims(), [b, c]);
+        let got = f.to_vec2::<f32>().unwrap();
+        for i in 0..b {
+            for k in 0..c {
+                let plane = &v[(i * c + k) * h * w..(i * c + k + 1) * h * w];
+                let want = plane.iter().map(|&x| x as f64).sum::<f64>() / (h * w) as f64;
+                assert!((got[i][k] as f64 - want).abs() < 1e-5 * want.abs().max(1.0));
+            }
+        }
+        // Grey equals RGB repeated; other weights are another hash.
+        let d = (ex.features(&rgb).unwrap() - &f).unwrap().abs().unwrap();
+        assert_eq!(d.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        let other = tiny_vgg19(widths, 2);
+        let net2 = vgg::Vgg::new(
+            &cfg,
+            candle_nn::VarBuilder::from_tensors(other.clone(), DType::F32, &dev),
+        )
+        .unwrap();
+        assert_ne!(
+            VggExtractor::new(net2, &other, Some(224)).unwrap().hash(),
+            ex.hash()
+        );
+        // Files that are not VGG weights: the error names the file.
+        let err = VggExtractor::load(&dir.path().join("absent.safetensors"), &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absent.safetensors"), "{err}");
+        let bad = dir.path().join("clf.safetensors");
+        let mut t = HashMap::new();
+        t.insert(
+            "fc.weight".to_string(),
+            Tensor::zeros((2, 2), DType::F32, &dev).unwrap(),
+        );
+        candle_core::safetensors::save(&t, &bad).unwrap();
+        let err = VggExtractor::load(&bad, &dev).unwrap_err().to_string();
+        assert!(err.contains("clf.safetensors"), "{err}");
     }
 
     #[test]

@@ -19,8 +19,10 @@
 //!
 //! **Feature extractors** implement [`FeatureExtractor`]: [`InceptionExtractor`] (pytorch-fid's
 //! Inception-v3, 2048-d pool3 and 1008 logits, for the standard FID/KID/IS), [`ClassifierExtractor`]
-//! (easel's MNIST-style classifier: "FID-MNIST", domain score and mode coverage, no download) and
-//! [`PixelExtractor`] (flattened pixels, for pixel-space nearest neighbours). The real Inception
+//! (easel's MNIST-style classifier: "FID-MNIST", domain score and mode coverage, no download),
+//! [`VggExtractor`] (VGG16/19 from the perceptual-loss work, 512-d `relu5_x` averaged over
+//! positions at 224×224) and [`PixelExtractor`] (flattened pixels, for pixel-space nearest
+//! neighbours). The real Inception
 //! weights cannot be bundled: download `pt_inception-2015-12-05-6726825d.pth` from pytorch-fid's
 //! GitHub release `fid_weights` and convert it to safetensors as shown in
 //! [`easel_models::inception`]; names and shapes are checked on load.
@@ -48,6 +50,7 @@ pub mod swd;
 pub use classes::{inception_score, mode_coverage, InceptionScore, ModeCoverage};
 pub use extractor::{
     weights_hash, ClassifierExtractor, FeatureExtractor, InceptionExtractor, PixelExtractor,
+    VggExtractor,
 };
 pub use fid::{frechet_distance, FeatureStats, FidAccumulator};
 pub use kid::{kid, KidConfig, KidResult};

@@ -269,19 +269,25 @@ fn tridiagonalize(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         d[k] = a[k * n + k];
         let (head, trailing) = a.split_at_mut((k + 1) * n);
         let x = &mut head[k * n + k + 1..(k + 1) * n]; // row k right of the diagonal = column k
-        let x0 = x[0];
-        let sigma: f64 = x[1..].iter().map(|v| v * v).sum();
-        if sigma == 0.0 {
+        if x[1..].iter().all(|&v| v == 0.0) {
             // Already tridiagonal in this column: H_k = I.
-            e[k] = x0;
+            e[k] = x[0];
             tau[k] = 0.0;
             continue;
         }
+        // Work on x / max|x| (EISPACK's tred2 scales likewise): rounding residue of a
+        // (near-)singular matrix can leave entries around 1e-161 here, whose squares underflow
+        // and would make τ infinite. H = I − τ v vᵀ depends only on v's direction, so the scaled
+        // v (with τ for it) gives the same reflector.
+        let scale = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        x.iter_mut().for_each(|v| *v /= scale);
+        let x0 = x[0];
+        let sigma: f64 = x[1..].iter().map(|v| v * v).sum();
         let norm = (x0 * x0 + sigma).sqrt();
         let alpha = if x0 > 0.0 { -norm } else { norm };
         x[0] = x0 - alpha; // v = x − α e₁, so H x = α e₁
         let t = 2.0 / (x[0] * x[0] + sigma);
-        e[k] = alpha;
+        e[k] = alpha * scale;
         tau[k] = t;
         let v: &[f64] = x;
         let m = n - k - 1;
@@ -613,5 +619,25 @@ mod tests {
         a.data[3] = f64::NAN;
         let err = symmetric_eigenvalues(&a).unwrap_err().to_string();
         assert!(err.contains("NaN") && err.contains("(1, 1)"), "{err}");
+    }
+
+    /// Off-diagonal entries whose squares underflow (rounding residue in the covariance of
+    /// pixel features with constant pixels): the reflector must not become infinite.
+    #[test]
+    fn tiny_off_diagonal_entries_do_not_underflow() {
+        let t = 1e-161;
+        let a = Mat::new(3, 3, vec![1.0, t, t, t, 2.0, 0.0, t, 0.0, 3.0]).unwrap();
+        let eig = symmetric_eigen(&a).unwrap();
+        for (got, want) in eig.values.iter().zip([1.0, 2.0, 3.0]) {
+            assert!((got - want).abs() < 1e-15, "{:?}", eig.values);
+        }
+        // The eigenvectors are the unit vectors (up to sign).
+        for (j, row) in eig.vectors_t.data.chunks(3).enumerate() {
+            for (i, v) in row.iter().enumerate() {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v.abs() - want).abs() < 1e-15, "{:?}", eig.vectors_t);
+            }
+        }
+        assert_eq!(symmetric_eigenvalues(&a).unwrap(), eig.values);
     }
 }

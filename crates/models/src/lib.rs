@@ -9,6 +9,8 @@ pub mod classifier;
 pub mod dcgan;
 pub mod inception;
 pub mod lapgan;
+pub mod sr;
+pub mod style;
 pub mod vgg;
 
 /// A network that maps latent vectors to images, as every easel GAN generator does.

@@ -336,14 +336,7 @@ impl Tap {
         let ok = (1..=5).contains(&self.block)
             && (self.kind == TapKind::Pool || (1..=per[self.block - 1]).contains(&self.conv));
         if !ok {
-            let relus: Vec<String> = (1..=5)
-                .flat_map(|b| (1..=per[b - 1]).map(move |c| format!("relu{b}_{c}")))
-                .collect();
-            candle_core::bail!(
-                "{depth} has no layer `{self}`: its activations are conv/relu{{block}}_{{n}} and \
-                 pool1..pool5, i.e. {}",
-                relus.join(", ")
-            )
+            candle_core::bail!("{depth} has no layer `{self}`: {}", layer_list(depth))
         }
         Ok(())
     }
@@ -453,12 +446,26 @@ impl From<Tap> for String {
     }
 }
 
-/// Parses a list of layer names and checks them against `depth`.
+/// What `depth`'s layers are called, for error messages.
+fn layer_list(depth: Depth) -> String {
+    let per = depth.convs_per_block();
+    let relus: Vec<String> = (1..=5)
+        .flat_map(|b| (1..=per[b - 1]).map(move |c| format!("relu{b}_{c}")))
+        .collect();
+    format!(
+        "its activations are conv/relu{{block}}_{{n}} and pool1..pool5, i.e. {}",
+        relus.join(", ")
+    )
+}
+
+/// Parses a list of layer names and checks them against `depth`; errors list the valid names.
 pub fn parse_taps<S: AsRef<str>>(names: &[S], depth: Depth) -> Result<Vec<Tap>> {
     names
         .iter()
         .map(|n| {
-            let t: Tap = n.as_ref().parse().map_err(candle_core::Error::Msg)?;
+            let t: Tap = n.as_ref().parse().map_err(|e| {
+                candle_core::Error::Msg(format!("{e}; {depth}: {}", layer_list(depth)))
+            })?;
             t.check(depth)?;
             Ok(t)
         })

@@ -14,6 +14,7 @@
 
 pub mod kernels;
 pub mod layers;
+pub mod layers2;
 pub mod ops;
 pub mod pyramid;
 pub mod spectral;
@@ -22,4 +23,5 @@ mod store;
 pub use layers::{
     BatchNorm2d, BnMode, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig,
 };
+pub use layers2::{InstanceNorm2d, PReLU, ReflectionPad2d};
 pub use store::{is_buffer_name, ParamStore};

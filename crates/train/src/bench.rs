@@ -1,4 +1,4 @@
-//! `easel bench`: training throughput of the reference configurations.
+//! `easel bench`: training throughput of the reference configurations and of any recipe.
 //!
 //! Benchmarks, not tests: they print measurements (min / median / max over timed steps after a
 //! warm-up step) for BENCHMARKS.md. Data is a fixed random batch, so only the step is measured.
@@ -167,4 +167,91 @@ pub fn dcgan(device: &Device, steps: usize, quick: bool) -> Result<()> {
     }
     print(&dcgan_config(device, 32, 1, 64, steps)?);
     Ok(())
+}
+
+/// Times `steps` training steps of the step a recipe describes, on a fixed random batch of the
+/// recipe's image size and batch size (labels cycle through the classes), after one warm-up step.
+///
+/// Steps are numbered from 1001 so WGAN runs its steady schedule (n_critic critic updates per
+/// generator step) rather than the 100-critic warm-up of its first 25 steps. A conditional
+/// recipe without `num_classes` gets 10. WGAN-GP runs where second-order gradients are on.
+pub fn recipe(recipe: &Recipe, device: &Device, steps: usize) -> Result<BenchResult> {
+    if crate::session::needs_double_backward(recipe) && !crate::double_backward::enabled() {
+        return crate::double_backward::scope(|| self::recipe(recipe, device, steps));
+    }
+    let mut recipe = recipe.clone();
+    let mut classes = 1;
+    crate::steps::classifier::resolve(&mut recipe);
+    match &mut recipe.model {
+        ModelRecipe::Cgan(m) => classes = *m.num_classes.get_or_insert(10),
+        ModelRecipe::Lapgan(m) if m.conditional => classes = *m.num_classes.get_or_insert(10),
+        ModelRecipe::Classifier(m) => classes = *m.num_classes.get_or_insert(10),
+        _ => {}
+    }
+    let mut step = crate::session::build_step(&recipe, device)?;
+    let (b, c, s) = (
+        recipe.train.batch_size,
+        recipe.data.channels,
+        recipe.data.image_size,
+    );
+    let mut rng = StepRng::new(recipe.seed, "bench");
+    let images = Tensor::from_vec(
+        rng.uniform_vec(b * c * s * s, -1.0, 1.0),
+        (b, c, s, s),
+        device,
+    )?;
+    let labels: Vec<u32> = (0..b).map(|i| (i % classes) as u32).collect();
+    let labels = Tensor::from_vec(labels, b, device)?;
+    let mut src = FixedBatch {
+        batch: Batch { images, labels },
+        drawn: 0,
+    };
+    let mut run = |i: u64, src: &mut FixedBatch, rng: &mut StepRng| -> Result<f64> {
+        let t = std::time::Instant::now();
+        step.step(
+            src,
+            &mut StepContext {
+                rng,
+                step: 1000 + i,
+                device,
+            },
+        )?;
+        device.synchronize()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run(0, &mut src, &mut rng)?; // warm-up
+    let mut secs = Vec::with_capacity(steps);
+    for i in 1..=steps.max(1) as u64 {
+        secs.push(run(i, &mut src, &mut rng)?);
+    }
+    Ok(BenchResult {
+        label: format!(
+            "{} ({}), {s}×{s}×{c}, batch {b}",
+            recipe.description,
+            recipe.model.kind()
+        ),
+        step_seconds: secs,
+        phases: PhaseTimes::default(),
+        batch: b,
+    })
+}
+
+/// Prints a recipe result: the step time and throughput (no phase split: steps of every kind
+/// are measured from outside).
+pub fn print_recipe(r: &BenchResult) {
+    let mut s = r.step_seconds.clone();
+    let med = median(&mut s);
+    println!("{}", r.label);
+    println!(
+        "  step time  min {:.3} s  median {:.3} s  max {:.3} s  ({} steps)",
+        s[0],
+        med,
+        s[s.len() - 1],
+        s.len()
+    );
+    println!(
+        "  throughput {:.2} steps/s  {:.1} images/s at the median",
+        1.0 / med,
+        r.batch as f64 / med
+    );
 }

@@ -10,7 +10,8 @@
 //!   given with `--against`, with `--set data.*` overrides) or an image folder.
 //! - **Extractor** ([`ExtractorSpec`]): pytorch-fid's Inception-v3 (`inception`, the standard
 //!   FID; weights in [`INCEPTION_FILE`]), an easel classifier run (`classifier:RUN`, the offline
-//!   "FID-MNIST"), or raw `pixels`.
+//!   "FID-MNIST"), VGG16/19 convolutions (`vgg:WEIGHTS`, the perceptual-loss network's 512-d
+//!   `relu5_x` features at 224×224), or raw `pixels`.
 //! - **Reference statistics** (mean, covariance and the features themselves) are computed once
 //!   and cached as safetensors ([`easel_metrics::FeatureStats::to_tensors`] plus `features`),
 //!   under a key hashing the dataset's identity, its description, the extractor's weight hash and
@@ -38,7 +39,7 @@ use easel_metrics::extractor::Fnv64;
 use easel_metrics::swd::Descriptors;
 use easel_metrics::{
     ClassifierExtractor, FeatureExtractor, FeatureStats, FidAccumulator, InceptionExtractor,
-    KidConfig, PixelExtractor, SwdAccumulator, SwdConfig,
+    KidConfig, PixelExtractor, SwdAccumulator, SwdConfig, VggExtractor,
 };
 use easel_models::ImageGenerator;
 use easel_nn::BnMode;
@@ -61,6 +62,8 @@ pub const INCEPTION_FILE: &str = "pt_inception-2015-12-05.safetensors";
 pub const INCEPTION_DIR: &str = "data/weights";
 /// Environment variable naming the Inception weights file (overrides [`INCEPTION_DIR`]).
 pub const INCEPTION_ENV: &str = "EASEL_INCEPTION_WEIGHTS";
+/// How to get VGG weights for `--extractor vgg:PATH`.
+const VGG_HOW: &str = "convert torchvision's VGG19 with `safetensors.torch.save_file(torchvision.models.vgg19(weights=\"IMAGENET1K_V1\").state_dict(), \"vgg19.safetensors\")` (timm's vgg19.tv_in1k and Keras' VGG19 names work too)";
 /// Default cache of reference statistics for image folders and `--against` data, relative to the
 /// working directory (run directories cache under `<run>/eval/cache/`).
 pub const DEFAULT_CACHE_DIR: &str = "data/.cache/metrics";
@@ -180,6 +183,9 @@ pub enum ExtractorSpec {
     Inception(Option<PathBuf>),
     /// An easel classifier: a run directory, its `final/` or a checkpoint folder.
     Classifier(PathBuf),
+    /// VGG16/VGG19 convolutions from a safetensors file (torchvision or Keras names): 512-d
+    /// `relu5_x` features averaged over positions at 224×224 ([`VggExtractor`]).
+    Vgg(PathBuf),
     /// The flattened pixels.
     Pixels,
 }
@@ -204,9 +210,11 @@ impl std::str::FromStr for ExtractorSpec {
                 "`classifier` needs the classifier's run: classifier:RUN_DIR (train one with `easel train recipes/classifier-mnist.toml`)"
                     .into(),
             ),
+            ("vgg", Some(p)) if !p.is_empty() => Ok(ExtractorSpec::Vgg(PathBuf::from(p))),
+            ("vgg", _) => Err(format!("`vgg` needs its weights file: vgg:WEIGHTS.safetensors ({VGG_HOW})")),
             ("pixels", None) => Ok(ExtractorSpec::Pixels),
             _ => Err(format!(
-                "unknown extractor `{s}` (expected inception, inception:WEIGHTS.safetensors, classifier:RUN_DIR or pixels)"
+                "unknown extractor `{s}` (expected inception, inception:WEIGHTS.safetensors, classifier:RUN_DIR, vgg:WEIGHTS.safetensors or pixels)"
             )),
         }
     }
@@ -218,6 +226,7 @@ impl std::fmt::Display for ExtractorSpec {
             ExtractorSpec::Inception(None) => f.write_str("inception"),
             ExtractorSpec::Inception(Some(p)) => write!(f, "inception:{}", p.display()),
             ExtractorSpec::Classifier(p) => write!(f, "classifier:{}", p.display()),
+            ExtractorSpec::Vgg(p) => write!(f, "vgg:{}", p.display()),
             ExtractorSpec::Pixels => f.write_str("pixels"),
         }
     }
@@ -226,7 +235,7 @@ impl std::fmt::Display for ExtractorSpec {
 impl ExtractorSpec {
     /// Whether the extractor gives class logits (for `is` and `modes`).
     pub fn has_logits(&self) -> bool {
-        !matches!(self, ExtractorSpec::Pixels)
+        !matches!(self, ExtractorSpec::Pixels | ExtractorSpec::Vgg(_))
     }
 }
 
@@ -376,6 +385,17 @@ pub fn load_extractor(
             let ex = ClassifierExtractor::load(&cfg, &weights, device).map_err(|e| {
                 TrainError::Run(format!("loading the classifier {}: {e}", weights.display()))
             })?;
+            Ok(Box::new(ex))
+        }
+        ExtractorSpec::Vgg(path) => {
+            if !path.is_file() {
+                return Err(TrainError::Run(format!(
+                    "VGG weights not found at {}: {VGG_HOW}",
+                    path.display()
+                )));
+            }
+            let ex = VggExtractor::load(path, device)
+                .map_err(|e| TrainError::Run(format!("{e} ({VGG_HOW})")))?;
             Ok(Box::new(ex))
         }
         ExtractorSpec::Pixels => Ok(Box::new(PixelExtractor::new(shape))),
@@ -633,7 +653,7 @@ fn bar(n: u64, quiet: bool, what: &str) -> ProgressBar {
 
 /// Batch size for feature extraction.
 fn extract_batch(ex: &dyn FeatureExtractor) -> usize {
-    if ex.name().starts_with("inception") {
+    if ex.name().starts_with("inception") || ex.name().starts_with("vgg") {
         32
     } else {
         250
@@ -820,14 +840,19 @@ impl<'a> Collector<'a> {
         } else {
             (self.ex.features(&x)?, None)
         };
-        let f = f.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        // Detached: features and images of a network with variables would otherwise keep the
+        // whole forward graph of every batch alive.
+        let f = f.detach().to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
         self.acc.update(&f)?;
         self.feats.push(f);
         if let Some(l) = l {
             self.logs
-                .push(l.to_device(&Device::Cpu)?.to_dtype(DType::F32)?);
+                .push(l.detach().to_device(&Device::Cpu)?.to_dtype(DType::F32)?);
         }
-        let cpu = images.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let cpu = images
+            .detach()
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?;
         if let Some((acc, limit)) = &mut self.swd {
             let take = b.min(limit.saturating_sub(self.seen));
             if take > 0 {
@@ -1253,6 +1278,12 @@ enum Target {
 }
 
 fn resolve_target(path: &Path) -> Result<Target> {
+    if !path.exists() {
+        return Err(TrainError::Run(format!(
+            "{}: no such run directory or image folder (check the path; `easel inspect RUN` describes a run)",
+            path.display()
+        )));
+    }
     match session::model_dir(path) {
         Ok(dir) => {
             let recipe = Recipe::load(&dir.join(checkpoint::RECIPE_FILE), &[])?;
@@ -1920,7 +1951,16 @@ mod tests {
         );
         let e = "classifier".parse::<ExtractorSpec>().unwrap_err();
         assert!(e.contains("classifier:RUN_DIR"), "{e}");
-        assert!("vgg".parse::<ExtractorSpec>().is_err());
+        let e = "vgg".parse::<ExtractorSpec>().unwrap_err();
+        assert!(
+            e.contains("vgg:WEIGHTS.safetensors") && e.contains("torchvision"),
+            "{e}"
+        );
+        let spec = "vgg:w/vgg19.safetensors".parse::<ExtractorSpec>().unwrap();
+        assert_eq!(spec, ExtractorSpec::Vgg("w/vgg19.safetensors".into()));
+        assert_eq!(spec.to_string(), "vgg:w/vgg19.safetensors");
+        assert!(!spec.has_logits());
+        assert!("vggg:x".parse::<ExtractorSpec>().is_err());
         assert!(Metric::Fid.best().unwrap().lower_is_better);
         assert!(!Metric::Is.best().unwrap().lower_is_better);
         assert!(Metric::Pr.best().is_none());

@@ -26,5 +26,6 @@ pub mod recipe;
 pub mod rng;
 pub mod session;
 pub mod steps;
+pub mod transfer;
 
 pub use error::{Result, TrainError};

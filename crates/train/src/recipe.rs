@@ -52,6 +52,10 @@ pub enum ModelRecipe {
     Lapgan(LapganRecipe),
     /// easel's domain classifier (cross-entropy): the feature extractor of offline metrics.
     Classifier(ClassifierRecipe),
+    /// Feed-forward style network (Johnson et al. 2016; pytorch/examples `fast_neural_style`).
+    Style(crate::steps::style::StyleRecipe),
+    /// Super-resolution (Johnson et al. 2016; SRResNet/SRGAN, Ledig et al. 2017).
+    Sr(crate::steps::sr::SrRecipe),
 }
 
 impl ModelRecipe {
@@ -63,6 +67,8 @@ impl ModelRecipe {
             ModelRecipe::Wgan(_) => "wgan",
             ModelRecipe::Lapgan(_) => "lapgan",
             ModelRecipe::Classifier(_) => "classifier",
+            ModelRecipe::Style(_) => "style",
+            ModelRecipe::Sr(_) => "sr",
         }
     }
 }
@@ -247,7 +253,8 @@ pub struct EvalConfig {
     #[serde(default)]
     pub n_ref: Option<usize>,
     /// `inception` (pytorch-fid weights, see [`crate::eval::INCEPTION_FILE`]),
-    /// `inception:PATH`, `classifier:RUN_OR_MODEL_DIR` (an easel classifier run) or `pixels`.
+    /// `inception:PATH`, `classifier:RUN_OR_MODEL_DIR` (an easel classifier run),
+    /// `vgg:WEIGHTS.safetensors` (VGG16/19 convolutions) or `pixels`.
     #[serde(default = "defaults::eval_extractor")]
     pub extractor: String,
     /// The reference data: a recipe or dataset TOML (its `[data]` table) or an image folder;
@@ -500,7 +507,7 @@ impl Recipe {
             ModelRecipe::Cgan(m) => m.label_smoothing,
             ModelRecipe::Wgan(_) => 0.0,
             ModelRecipe::Lapgan(m) => m.label_smoothing,
-            ModelRecipe::Classifier(_) => 0.0,
+            ModelRecipe::Classifier(_) | ModelRecipe::Style(_) | ModelRecipe::Sr(_) => 0.0,
         };
         if !(0.0..1.0).contains(&smoothing) {
             return bad(format!(

@@ -30,6 +30,14 @@ pub fn build_step(recipe: &Recipe, device: &Device) -> Result<Box<dyn TrainStep>
             recipe, m, device,
         )?));
     }
+    if let ModelRecipe::Style(m) = &recipe.model {
+        return Ok(Box::new(crate::steps::style::StyleStep::new(
+            recipe, m, device,
+        )?));
+    }
+    if let ModelRecipe::Sr(m) = &recipe.model {
+        return Ok(Box::new(crate::steps::sr::SrStep::new(recipe, m, device)?));
+    }
     match gan::spec(recipe)? {
         Some(spec) => Ok(Box::new(GanStep::new(recipe, spec, device)?)),
         None => Err(TrainError::Run(format!(
@@ -40,7 +48,7 @@ pub fn build_step(recipe: &Recipe, device: &Device) -> Result<Box<dyn TrainStep>
 }
 
 /// Whether training this recipe takes second-order gradients (WGAN-GP).
-fn needs_double_backward(recipe: &Recipe) -> bool {
+pub(crate) fn needs_double_backward(recipe: &Recipe) -> bool {
     matches!(&recipe.model, ModelRecipe::Wgan(w) if w.penalty == crate::recipe::Penalty::Gp)
 }
 
@@ -418,10 +426,13 @@ pub struct SampleRequest {
     pub class: Option<usize>,
     /// Seed for z; default derived from the recipe seed.
     pub seed: Option<u64>,
-    /// Output PNG; default `<run>/samples/sample-s<seed>-n<n>.png`.
+    /// Output PNG; default `<run>/samples/sample-s<seed>-n<n>.png`
+    /// (`sheet-s<seed>-n<n>.png` for a contact sheet).
     pub out: Option<PathBuf>,
     /// Device to run the generator on.
     pub device: Device,
+    /// Write a numbered contact sheet (each tile's z bank id under it) instead of a plain grid.
+    pub sheet: bool,
 }
 
 /// What [`sample`] wrote.
@@ -435,6 +446,10 @@ pub struct SampleReport {
     pub seed: u64,
     /// The model directory used.
     pub model_dir: PathBuf,
+    /// The z bank ids of the images, in grid order (see [`easel_latent::bank`]).
+    pub ids: std::ops::Range<u64>,
+    /// The z bank folder (`<run>/zbank`).
+    pub bank: PathBuf,
 }
 
 /// Resolves a model directory: a folder holding `recipe.toml` and weights (`final/` or a
@@ -589,21 +604,71 @@ pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
     };
     let png = match &req.out {
         Some(p) => p.clone(),
-        None => layout::samples(&run_root).join(format!("sample-s{seed}-n{}.png", req.n)),
+        None => layout::samples(&run_root).join(format!(
+            "{}-s{seed}-n{}.png",
+            if req.sheet { "sheet" } else { "sample" },
+            req.n
+        )),
     };
     if let Some(parent) = png.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent).ctx("creating", parent)?;
         }
     }
-    grid::make_grid(&images, ncol, 2, 0)?.save_png(&png)?;
-    let zpath = png.with_extension("z.safetensors");
     let state = checkpoint::read_state(&dir)?;
+    // Every draw goes into the run's z bank, so its images can be named by id.
+    let latent_err = |e: easel_latent::LatentError| TrainError::Run(e.to_string());
+    let mut bank =
+        easel_latent::bank::ZBank::open_or_create(&run_root, nz, classes, g.image_shape())
+            .map_err(latent_err)?;
+    let zhost = z.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    let lhost = labels
+        .as_ref()
+        .map(|l| {
+            l.to_device(&Device::Cpu)?
+                .to_dtype(DType::U32)?
+                .to_vec1::<u32>()
+        })
+        .transpose()?;
+    let ids = bank
+        .append(
+            &zhost.flatten_all()?.to_vec1::<f32>()?,
+            lhost.as_deref(),
+            &easel_latent::bank::DrawInfo {
+                model_dir: &dir,
+                step: state.step,
+                seed,
+                class: req.class.map(|c| c as u32),
+                image: Some(&png),
+                source: if req.sheet {
+                    "sample --sheet"
+                } else {
+                    "sample"
+                },
+            },
+        )
+        .map_err(latent_err)?;
+    if req.sheet {
+        // Ids go in a band under each image (the last level's tile for multi-scale models);
+        // tiles are copied unchanged, so each is exactly what its z gives.
+        let lpi = levels_per_image.max(1);
+        let tiles = easel_latent::canvas::Canvas::tiles(&images).map_err(latent_err)?;
+        let captions: Vec<Option<String>> = (0..tiles.len())
+            .map(|t| (t % lpi == lpi - 1).then(|| (ids.start + (t / lpi) as u64).to_string()))
+            .collect();
+        easel_latent::canvas::sheet(&tiles, ncol, 2, &captions)
+            .and_then(|s| s.canvas.save_png(&png))
+            .map_err(latent_err)?;
+    } else {
+        grid::make_grid(&images, ncol, 2, 0)?.save_png(&png)?;
+    }
+    let zpath = png.with_extension("z.safetensors");
     let meta = [
         ("model_dir".to_string(), dir.display().to_string()),
         ("step".to_string(), state.step.to_string()),
         ("seed".to_string(), seed.to_string()),
         ("grid_columns".to_string(), ncol.to_string()),
+        ("first_id".to_string(), ids.start.to_string()),
         (
             "order".to_string(),
             "row-major: image i is at row i / grid_columns, column i % grid_columns".to_string(),
@@ -615,6 +680,8 @@ pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
         z: zpath,
         seed,
         model_dir: dir,
+        ids,
+        bank: bank.dir().to_path_buf(),
     })
 }
 

@@ -182,7 +182,10 @@ pub fn spec(recipe: &Recipe) -> Result<Option<GanSpec>> {
                 },
             }
         }
-        ModelRecipe::Lapgan(_) | ModelRecipe::Classifier(_) => return Ok(None),
+        ModelRecipe::Lapgan(_)
+        | ModelRecipe::Classifier(_)
+        | ModelRecipe::Style(_)
+        | ModelRecipe::Sr(_) => return Ok(None),
     }))
 }
 

@@ -3,3 +3,5 @@
 pub mod classifier;
 pub mod gan;
 pub mod lapgan;
+pub mod sr;
+pub mod style;
