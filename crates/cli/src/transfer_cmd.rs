@@ -89,8 +89,8 @@ pub struct TransferArgs {
     /// Style image size relative to the output (its longest side = this × the output's).
     #[arg(long, default_value_t = 1.0)]
     style_scale: f64,
-    /// Coarse-to-fine longest sides, e.g. 256,512 (default: one scale, the content image's
-    /// longest side capped at --max-size).
+    /// Coarse-to-fine longest sides, e.g. 256,512 (default: one scale, the content image's — or
+    /// for textures the style image's — longest side capped at --max-size).
     #[arg(long, value_delimiter = ',', value_name = "PX,…")]
     scales: Vec<usize>,
     /// Largest longest side in pixels.
