@@ -22,6 +22,7 @@ Usage (threads default to the machine's cores, as easel's rayon pool):
 
 import argparse
 import os
+import statistics
 import time
 
 import numpy as np
@@ -106,12 +107,16 @@ def make_loss(vgg, content, style, alpha, beta):
 
 
 def timeit(fn, reps):
-    fn()  # warm-up
+    """Median and minimum seconds of `reps` calls after two warm-up calls (the minimum is the
+    better estimate of the unloaded speed on a shared machine)."""
     fn()
-    t0 = time.perf_counter()
+    fn()
+    ts = []
     for _ in range(reps):
+        t0 = time.perf_counter()
         fn()
-    return (time.perf_counter() - t0) / reps
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), min(ts)
 
 
 def main():
@@ -172,15 +177,13 @@ def main():
             lbfgs.step(closure)
 
         # Warm up past the first (tiny, 1/|g|) step so the timed iterations are typical ones.
-        for _ in range(3):
-            lbfgs_step()
+        lbfgs_step()
         evals[0] = 0
-        t0 = time.perf_counter()
-        for _ in range(a.reps):
-            lbfgs_step()
-        t_lbfgs = (time.perf_counter() - t0) / a.reps
-        print(f"{side}px: eval (forward+backward) {t_eval:.3f} s | Adam {t_adam:.3f} s/iter | "
-              f"L-BFGS {t_lbfgs:.3f} s/iter ({evals[0] / a.reps:.2f} evals/iter)")
+        t_lbfgs = timeit(lbfgs_step, a.reps)
+        n_evals = evals[0] / (a.reps + 2)
+        fmt = lambda t: f"{t[0]:.3f} (min {t[1]:.3f})"
+        print(f"torch {side}px: eval (forward+backward) {fmt(t_eval)} s | Adam {fmt(t_adam)} s/iter | "
+              f"L-BFGS {fmt(t_lbfgs)} s/iter ({n_evals:.2f} evals/iter)")
 
 
 if __name__ == "__main__":
