@@ -311,8 +311,16 @@ mod tests {
             residual_blocks: 1,
         };
         let net = TransformerNet::new(&cfg, store.var_builder()).unwrap();
-        let x = Tensor::rand(-1f64, 1., (2, 3, 9, 10), &dev).unwrap();
-        let w = Tensor::rand(-1f64, 1., (2, 3, 9, 10), &dev).unwrap();
+        // Deterministic inputs (the parameters come from the store's seed), so a ReLU kink
+        // landing within the finite-difference step is either always there or never.
+        let wave = |phase: f64| {
+            let v: Vec<f64> = (0..2 * 3 * 9 * 10)
+                .map(|i| (i as f64 * 0.37 + phase).sin())
+                .collect();
+            Tensor::from_vec(v, (2, 3, 9, 10), &dev).unwrap()
+        };
+        let x = wave(0.1);
+        let w = wave(1.3);
         let loss = || -> f64 {
             (net.stylize(&x).unwrap() * &w)
                 .unwrap()
@@ -323,7 +331,10 @@ mod tests {
         };
         let y = (net.stylize(&x).unwrap() * &w).unwrap().sum_all().unwrap();
         let grads = y.backward().unwrap();
+        let mut checked = 0;
+        let mut total = 0;
         for (name, var) in store.trainable() {
+            total += 3;
             let g = grads
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{name}: no gradient"))
@@ -347,7 +358,14 @@ mod tests {
                 };
                 let h = 1e-5;
                 let num = (at(h) - at(-h)) / (2.0 * h);
+                // A ReLU kink within ±h makes the central difference a blend of two slopes;
+                // the half step then disagrees with the full step, and the point is skipped.
+                let half = (at(h / 2.0) - at(-h / 2.0)) / h;
                 at(0.0);
+                if (half - num).abs() > 1e-6 * (1.0 + num.abs()) {
+                    continue;
+                }
+                checked += 1;
                 assert!(
                     (num - g[i]).abs() <= 1e-4 * (1.0 + num.abs()),
                     "{name}[{i}]: analytic {} vs numeric {num}",
@@ -355,5 +373,9 @@ mod tests {
                 );
             }
         }
+        assert!(
+            checked * 3 >= total * 2,
+            "only {checked} of {total} points were away from a kink"
+        );
     }
 }
