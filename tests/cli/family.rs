@@ -219,6 +219,19 @@ fn lapgan_trains_resumes_and_samples_each_level_side_by_side() {
             "{name}"
         );
     }
+    // The 8×8 base is the recipe's MLP pair, saved under nn.Sequential names (C·8·8 = 64 pixels,
+    // hidden widths 32 / 16), and the resolved recipe records the choice.
+    let dev = candle_core::Device::Cpu;
+    let bg =
+        candle_core::safetensors::load(run.join("final/base_generator.safetensors"), &dev).unwrap();
+    assert_eq!(bg["main.0.weight"].dims(), [32, 16]);
+    assert_eq!(bg["main.4.weight"].dims(), [64, 32]);
+    let bd = candle_core::safetensors::load(run.join("final/base_discriminator.safetensors"), &dev)
+        .unwrap();
+    assert_eq!(bd["main.0.weight"].dims(), [16, 64]);
+    assert_eq!(bd["main.6.weight"].dims(), [1, 16]);
+    let recipe = std::fs::read_to_string(run.join("final/recipe.toml")).unwrap();
+    assert!(recipe.contains("base = \"mlp\""), "{recipe}");
     // Preview: 4 samples × 3 levels (8, 16, 32 shown at 32×32), padding 2.
     let grid = image::open(run.join("samples/step-00000006.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (3 * 34 + 2, 4 * 34 + 2));

@@ -95,6 +95,74 @@ fn stop_and_resume_gives_identical_losses() {
 }
 
 #[test]
+fn linear_lr_decay_acts_late_and_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let dir = d.path().join(name);
+        let mut args = vec![
+            "train",
+            "recipes/tiny/quickstart.toml",
+            "--device",
+            "cpu",
+            "--run-dir",
+            s(&dir),
+        ];
+        args.extend_from_slice(extra);
+        easel_ok(&args);
+        dir
+    };
+    let plain = run("plain", &["--set", "train.steps=8"]);
+    let decay = run(
+        "decay",
+        &["--set", "train.steps=8", "--set", "train.lr_decay_from=4"],
+    );
+    let (a, b) = (losses(&plain), losses(&decay));
+    assert_eq!((a.len(), b.len()), (8, 8));
+    // Steps 1–5 run at the full rate (the 5th, after 4 done, has factor (8 − 4)/(8 − 4) = 1):
+    // identical losses. From step 6 the rates are ¾, ½, ¼ of the recipe's: the losses move.
+    assert_eq!(a[..5], b[..5], "decay acted before lr_decay_from");
+    assert!(a[5..] != b[5..], "decay had no effect: {a:?}");
+    // Resumed at step 6 of 8, a run decaying from 6 continues exactly: the resumed steps take
+    // their factors (1, then ½) from the global step.
+    let straight = run(
+        "straight",
+        &["--set", "train.steps=8", "--set", "train.lr_decay_from=6"],
+    );
+    let split2 = run(
+        "split2",
+        &["--set", "train.steps=6", "--set", "train.lr_decay_from=6"],
+    );
+    easel_ok(&[
+        "resume",
+        s(&split2),
+        "--device",
+        "cpu",
+        "--set",
+        "train.steps=8",
+    ]);
+    assert_eq!(
+        losses(&straight),
+        losses(&split2),
+        "resumed decayed run diverged"
+    );
+    // A step that has no schedule refuses the key instead of ignoring it.
+    let e = easel_err(&[
+        "train",
+        "recipes/tiny/classifier-shapes.toml",
+        "--device",
+        "cpu",
+        "--run-dir",
+        s(&d.path().join("cls")),
+        "--set",
+        "train.lr_decay_from=2",
+    ]);
+    assert!(
+        e.contains("lr_decay_from is not supported by `classifier`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn resume_ignores_half_written_checkpoints() {
     let d = tempfile::tempdir().unwrap();
     let run = d.path().join("run");

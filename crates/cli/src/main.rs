@@ -297,12 +297,48 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// mimalloc's `mi_option_purge_delay` (index 15 in both its v2 and v3 option enums; the
+/// `libmimalloc-sys` bindings carry no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory mapped instead of returning it to the OS after mimalloc's default 10 ms.
+/// A training step frees and reallocates the same large buffers every few milliseconds; purging
+/// them makes the kernel zero fresh pages on the next step (`clear_page_erms` in a profile).
+/// `MIMALLOC_PURGE_DELAY=…` in the environment still wins. The resident set stays at the peak of a
+/// step, which is what the step needs anyway (BENCHMARKS.md, issue 3).
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc reads it at each purge decision.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     match run() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Index 15 is mimalloc's purge delay: its documented default (1000 ms in v3, the version
+    /// `libmimalloc-sys` builds) before, "never purge" (-1) after.
+    #[test]
+    fn allocator_keeps_freed_memory() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // the user's setting wins; nothing of ours to check
+        }
+        // SAFETY: reads a plain integer option.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(get(), 1000);
+        tune_allocator();
+        assert_eq!(get(), -1);
     }
 }

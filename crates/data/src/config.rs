@@ -226,6 +226,11 @@ pub struct ShapesConfig {
     /// colours) or `"kind_color"` (48 classes such as `blue-circle`, for an attribute
     /// classifier that checks latent arithmetic).
     pub label: crate::shapes::ShapesLabel,
+    /// Smallest and largest nominal radius, as fractions of the image side. Default
+    /// `[0.18, 0.30]` (shapes 12–19 px across at 32×32, anywhere in the frame); larger shapes,
+    /// e.g. `[0.26, 0.34]`, leave less room to move and show their outlines at more pixels,
+    /// which a small GAN learns sooner. At most 0.344, so the largest kind stays in the frame.
+    pub size: [f32; 2],
 }
 
 impl Default for ShapesConfig {
@@ -236,6 +241,7 @@ impl Default for ShapesConfig {
             seed: None,
             supersample: 4,
             label: crate::shapes::ShapesLabel::Kind,
+            size: [crate::shapes::SIZE_RANGE.0, crate::shapes::SIZE_RANGE.1],
         }
     }
 }

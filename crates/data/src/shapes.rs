@@ -215,14 +215,22 @@ pub const SIZE_RANGE: (f32, f32) = (0.18, 0.30);
 const EXTENT: f32 = 1.25;
 const MARGIN: f32 = 0.07;
 
+/// The largest size that keeps every kind inside the frame: `EXTENT · size + MARGIN ≤ ½`.
+pub const MAX_SIZE: f32 = (0.5 - MARGIN) / EXTENT;
+
 impl ShapeAttrs {
     /// Draws the attributes of image `index` of a set keyed by `seed` and
     /// `stream` (the split). Pure function of its arguments.
     pub fn sample(seed: u64, stream: u64, index: u64) -> ShapeAttrs {
+        Self::sample_sized(seed, stream, index, SIZE_RANGE)
+    }
+
+    /// [`ShapeAttrs::sample`] with sizes drawn from `(lo, hi)` (fractions of the side; see
+    /// [`ShapesConfig::size`]); the kind, colour and background of an index do not depend on it.
+    pub fn sample_sized(seed: u64, stream: u64, index: u64, (lo, hi): (f32, f32)) -> ShapeAttrs {
         let mut r = rng::rng(&[seed, 0x7368_6170_6573, stream, index]); // "shapes"
         let kind = ShapeKind::ALL[rng::below(&mut r, ShapeKind::ALL.len())];
         let colour = Colour::ALL[rng::below(&mut r, Colour::ALL.len())];
-        let (lo, hi) = SIZE_RANGE;
         let size = lo + (hi - lo) * rng::unit(&mut r) as f32;
         let reach = EXTENT * size + MARGIN;
         let x = reach + (1.0 - 2.0 * reach) * rng::unit(&mut r) as f32;
@@ -369,6 +377,7 @@ pub struct Shapes {
     channels: usize,
     supersample: usize,
     label: ShapesLabel,
+    size: (f32, f32),
 }
 
 impl Shapes {
@@ -395,6 +404,14 @@ impl Shapes {
                 "use 1 (grey) or 3 (RGB)",
             ));
         }
+        let [lo, hi] = cfg.size;
+        if !(lo.is_finite() && hi.is_finite() && 0.05 <= lo && lo <= hi && hi <= MAX_SIZE) {
+            return Err(DataError::config(
+                "shapes.size",
+                format!("[{lo}, {hi}] is not a size range"),
+                format!("use [lo, hi] with 0.05 ≤ lo ≤ hi ≤ {MAX_SIZE:.3}, e.g. [0.26, 0.34]"),
+            ));
+        }
         let len = match split {
             Split::Train => cfg.count,
             Split::Test => cfg.test_count,
@@ -411,12 +428,13 @@ impl Shapes {
             channels,
             supersample: cfg.supersample.clamp(1, 16),
             label: cfg.label,
+            size: (lo, hi),
         })
     }
 
     /// The attributes of image `index` (any index, even past `len`).
     pub fn attributes(&self, index: usize) -> ShapeAttrs {
-        ShapeAttrs::sample(self.seed, self.stream, index as u64)
+        ShapeAttrs::sample_sized(self.seed, self.stream, index as u64, self.size)
     }
 
     /// Image `index` as RGB bytes (`image_size² × 3`), before any grey
@@ -520,6 +538,49 @@ mod tests {
         let c1 = Shapes::new(&cfg, 1, Split::Train, 32, 3).unwrap();
         let c2 = Shapes::new(&cfg, 2, Split::Train, 32, 3).unwrap();
         assert_eq!(c1.image(7), c2.image(7));
+    }
+
+    #[test]
+    fn size_range_is_honoured_and_keeps_every_shape_in_the_frame() {
+        let cfg = ShapesConfig {
+            size: [0.26, MAX_SIZE],
+            ..ShapesConfig::default()
+        };
+        let big = Shapes::new(&cfg, 3, Split::Train, 32, 3).unwrap();
+        let small = shapes(3, 32);
+        for i in 0..500 {
+            let (a, b) = (big.attributes(i), small.attributes(i));
+            assert!((0.26..=MAX_SIZE).contains(&a.size), "{a:?}");
+            // Kind, colour and background do not depend on the size range.
+            assert_eq!(
+                (a.kind, a.colour, a.background),
+                (b.kind, b.colour, b.background)
+            );
+            // The largest reach (EXTENT · size) plus the margin stays inside [0, 1].
+            let reach = EXTENT * a.size + MARGIN;
+            assert!(a.x - reach >= -1e-6 && a.x + reach <= 1.0 + 1e-6, "{a:?}");
+            assert!(a.y - reach >= -1e-6 && a.y + reach <= 1.0 + 1e-6, "{a:?}");
+            // No shape pixel on the image border: the border keeps the background colour.
+            let img = big.image(i);
+            let bg = a.background;
+            for k in 0..32 {
+                for (r, c) in [(0, k), (31, k), (k, 0), (k, 31)] {
+                    let o = (r * 32 + c) * 3;
+                    assert_eq!(img[o..o + 3], bg, "image {i} pixel ({r}, {c})");
+                }
+            }
+        }
+        // Bad ranges name the key and the allowed bounds.
+        for bad in [[0.3, 0.2], [0.01, 0.2], [0.2, 0.4], [f32::NAN, 0.3]] {
+            let cfg = ShapesConfig {
+                size: bad,
+                ..ShapesConfig::default()
+            };
+            let e = Shapes::new(&cfg, 1, Split::Train, 32, 3)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("shapes.size") && e.contains("0.344"), "{e}");
+        }
     }
 
     #[test]

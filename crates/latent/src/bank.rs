@@ -132,10 +132,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 impl ZBank {
     /// The run directory of a path given on the command line: the path itself, or the run of a
-    /// `final/` or `checkpoints/step-…` folder inside it.
+    /// `final/`, `best/` or `checkpoints/step-…` folder inside it.
     pub fn run_root(path: &Path) -> PathBuf {
         let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-        if name(path).as_deref() == Some("final") {
+        if matches!(name(path).as_deref(), Some("final" | "best")) {
             if let Some(p) = path.parent() {
                 return p.to_path_buf();
             }
@@ -546,6 +546,18 @@ pub fn parse_ids(s: &str) -> std::result::Result<Vec<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_root_never_climbs_above_a_standalone_folder() {
+        let p = |s: &str| ZBank::run_root(Path::new(s));
+        assert_eq!(p("runs/a/final"), Path::new("runs/a"));
+        assert_eq!(p("runs/a/best"), Path::new("runs/a"));
+        assert_eq!(p("runs/a/checkpoints/step-00000500"), Path::new("runs/a"));
+        assert_eq!(p("runs/a"), Path::new("runs/a"));
+        // A model folder copied out of its run keeps its outputs inside itself (this once
+        // resolved to the folder's grandparent, `/`).
+        assert_eq!(p("/tmp/model"), Path::new("/tmp/model"));
+    }
 
     fn info<'a>(model: &'a Path, seed: u64) -> DrawInfo<'a> {
         DrawInfo {

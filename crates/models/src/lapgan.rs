@@ -1,9 +1,10 @@
 //! LAPGAN: Denton, Chintala, Szlam & Fergus, "Deep Generative Image Models using a Laplacian
 //! Pyramid of Adversarial Networks", NeurIPS 2015 (arXiv:1506.05751).
 //!
-//! An image is generated coarse to fine. The coarsest level (8×8) is a plain GAN — here the
-//! DCGAN networks of [`crate::dcgan`] at 8×8. Every finer level `k` has its own pair: the
-//! generator takes a noise plane and the upsampled coarser image `l = expand(I_{k+1})` and
+//! An image is generated coarse to fine. The coarsest level (8×8) is a plain GAN: either the
+//! fully connected networks of the authors' code ([`MlpGenerator`], [`MlpDiscriminator`]) or the
+//! DCGAN networks of [`crate::dcgan`] at 8×8 (see [`BaseGenerator`], [`BaseDiscriminator`]).
+//! Every finer level `k` has its own pair: the generator takes a noise plane and the upsampled coarser image `l = expand(I_{k+1})` and
 //! produces the band-pass residual `h_k`, so that `I_k = l + h_k`; the discriminator sees a
 //! residual together with `l` and tells real residuals (from the Laplacian pyramid of training
 //! images) from generated ones. Levels train independently on precomputed pyramid pairs, as in
@@ -44,8 +45,14 @@ const BN_INIT: Init = Init::Randn {
     stdev: 0.02,
 };
 
-fn label_planes(labels: Option<&Tensor>, classes: usize, like: &Tensor) -> Result<Option<Tensor>> {
-    let (b, _, h, w) = like.dims4()?;
+/// One-hot rows `[B, classes]` (dtype of `like`) for labels `[B]`, or `None` for an
+/// unconditional network; a missing or unexpected label tensor is an error.
+fn one_hot(
+    labels: Option<&Tensor>,
+    classes: usize,
+    b: usize,
+    like: &Tensor,
+) -> Result<Option<Tensor>> {
     match (classes, labels) {
         (0, None) => Ok(None),
         (0, Some(_)) => candle_core::bail!("LAPGAN level is unconditional but was given labels"),
@@ -61,13 +68,20 @@ fn label_planes(labels: Option<&Tensor>, classes: usize, like: &Tensor) -> Resul
             }
             let ids = l.to_dtype(DType::U32)?.reshape((b, 1))?;
             let ar = Tensor::arange(0u32, classes as u32, l.device())?.reshape((1, classes))?;
-            let oh = ids.broadcast_eq(&ar)?.to_dtype(like.dtype())?; // [B, classes]
-            Ok(Some(
-                oh.reshape((b, classes, 1, 1))?
-                    .broadcast_as((b, classes, h, w))?
-                    .contiguous()?,
-            ))
+            Ok(Some(ids.broadcast_eq(&ar)?.to_dtype(like.dtype())?)) // [B, classes]
         }
+    }
+}
+
+fn label_planes(labels: Option<&Tensor>, classes: usize, like: &Tensor) -> Result<Option<Tensor>> {
+    let (b, _, h, w) = like.dims4()?;
+    match one_hot(labels, classes, b, like)? {
+        None => Ok(None),
+        Some(oh) => Ok(Some(
+            oh.reshape((b, classes, 1, 1))?
+                .broadcast_as((b, classes, h, w))?
+                .contiguous()?,
+        )),
     }
 }
 
@@ -218,27 +232,395 @@ impl LevelDiscriminator {
     }
 }
 
+/// Which network the 8×8 base level uses (recipe key `model.base`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseKind {
+    /// The authors' fully connected networks ([`MlpGenerator`], [`MlpDiscriminator`]).
+    Mlp,
+    /// DCGAN's convolutional networks at 8×8 ([`crate::dcgan`]).
+    Dcgan,
+}
+
+/// The fully connected 8×8 base GAN of the authors' eyescream code (its CIFAR-10 coarse model):
+/// `G: z [⊕ one-hot] → g_hidden → g_hidden → C·S·S`, `D: flattened image [⊕ one-hot] → d_hidden →
+/// d_hidden → 1 logit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Side of the base images (8 in LAPGAN).
+    #[serde(default = "mlp_defaults::image_size")]
+    pub image_size: usize,
+    /// Image channels.
+    pub channels: usize,
+    /// Latent size of the generator.
+    pub nz: usize,
+    /// Width of the generator's two hidden layers (eyescream: 1200).
+    #[serde(default = "mlp_defaults::g_hidden")]
+    pub g_hidden: usize,
+    /// Width of the discriminator's two hidden layers (eyescream: 600).
+    #[serde(default = "mlp_defaults::d_hidden")]
+    pub d_hidden: usize,
+    /// Classes of a class-conditional model (0 = unconditional): a one-hot label is appended to
+    /// z (G) and to the flattened image (D).
+    #[serde(default)]
+    pub num_classes: usize,
+    /// Drop probability of the dropout after each hidden layer of D, in training only
+    /// (eyescream's `nn.Dropout()`: 0.5). 0 disables it.
+    #[serde(default = "mlp_defaults::dropout")]
+    pub dropout: f64,
+    /// Negative slope of D's hidden LeakyReLUs (0.2; 0 is eyescream's plain ReLU).
+    #[serde(default = "mlp_defaults::leaky_slope")]
+    pub leaky_slope: f64,
+}
+
+mod mlp_defaults {
+    pub fn image_size() -> usize {
+        8
+    }
+    pub fn g_hidden() -> usize {
+        1200
+    }
+    pub fn d_hidden() -> usize {
+        600
+    }
+    pub fn dropout() -> f64 {
+        0.5
+    }
+    pub fn leaky_slope() -> f64 {
+        0.2
+    }
+}
+
+impl MlpConfig {
+    /// The eyescream widths (1200 / 600, dropout 0.5, slope 0.2) at 8×8, unconditional.
+    pub fn new(channels: usize, nz: usize) -> Self {
+        Self {
+            image_size: mlp_defaults::image_size(),
+            channels,
+            nz,
+            g_hidden: mlp_defaults::g_hidden(),
+            d_hidden: mlp_defaults::d_hidden(),
+            num_classes: 0,
+            dropout: mlp_defaults::dropout(),
+            leaky_slope: mlp_defaults::leaky_slope(),
+        }
+    }
+
+    /// Pixels of one image, `C·S·S`.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.image_size * self.image_size
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.image_size == 0
+            || self.channels == 0
+            || self.nz == 0
+            || self.g_hidden == 0
+            || self.d_hidden == 0
+            || self.num_classes == 1
+        {
+            candle_core::bail!(
+                "LAPGAN MLP base needs positive image_size, channels, nz, g_hidden and d_hidden \
+                 and num_classes 0 or ≥ 2, got {self:?}"
+            )
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            candle_core::bail!(
+                "LAPGAN MLP base dropout must be in [0, 1), got {}",
+                self.dropout
+            )
+        }
+        if !(0.0..=1.0).contains(&self.leaky_slope) {
+            candle_core::bail!(
+                "LAPGAN MLP base leaky_slope must be in [0, 1], got {}",
+                self.leaky_slope
+            )
+        }
+        Ok(())
+    }
+}
+
+/// A fully connected layer with PyTorch's `nn.Linear` semantics and names (`weight [out, in]`,
+/// `bias [out]`) and its default initialisation U(−1/√in, 1/√in) (Torch7's, as eyescream used).
+/// Parameters pass through [`ops::param`], so [`ops::with_frozen_params`] applies.
+#[derive(Debug, Clone)]
+struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn new(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Self> {
+        let b = 1.0 / (d_in as f64).sqrt();
+        let init = Init::Uniform { lo: -b, up: b };
+        Ok(Self {
+            weight: vb.get_with_hints((d_out, d_in), "weight", init)?,
+            bias: vb.get_with_hints(d_out, "bias", init)?,
+        })
+    }
+
+    /// `x W^T + b`: `[B, in]` → `[B, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&ops::param(&self.weight).t()?)?
+            .broadcast_add(&ops::param(&self.bias))
+    }
+}
+
+/// The MLP base generator: z `[B, nz]` (⊕ one-hot label) → image `[B, C, S, S]` in [−1, 1].
+///
+/// Parameters are named as the PyTorch module
+/// `main = nn.Sequential(nn.Linear(nz + K, g_hidden), nn.ReLU(), nn.Linear(g_hidden, g_hidden),
+/// nn.ReLU(), nn.Linear(g_hidden, C·S·S), nn.Tanh())`, i.e. `main.0.*`, `main.2.*`, `main.4.*`.
+/// eyescream's output layer is linear; easel's images live in [−1, 1] like every other easel
+/// generator's tanh output, so a tanh closes the stack.
+#[derive(Debug, Clone)]
+pub struct MlpGenerator {
+    l0: Dense,
+    l2: Dense,
+    l4: Dense,
+    cfg: MlpConfig,
+}
+
+impl MlpGenerator {
+    /// Builds the network under `vb` (`main.0`, `main.2`, `main.4`).
+    pub fn new(cfg: &MlpConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let vb = vb.pp("main");
+        Ok(Self {
+            l0: Dense::new(cfg.nz + cfg.num_classes, cfg.g_hidden, vb.pp(0))?,
+            l2: Dense::new(cfg.g_hidden, cfg.g_hidden, vb.pp(2))?,
+            l4: Dense::new(cfg.g_hidden, cfg.image_len(), vb.pp(4))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Images `[B, C, S, S]` for z `[B, nz]` (and labels `[B]` when conditional).
+    pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let c = &self.cfg;
+        let b = z.dim(0)?;
+        if z.dims() != [b, c.nz] {
+            candle_core::bail!(
+                "LAPGAN MLP generator expects z of shape [B, {}], got {:?}",
+                c.nz,
+                z.dims()
+            )
+        }
+        let x = match one_hot(labels, c.num_classes, b, z)? {
+            Some(oh) => Tensor::cat(&[z, &oh], 1)?, // [B, nz + K]
+            None => z.clone(),                      // [B, nz]
+        };
+        let x = ops::relu(&self.l0.forward(&x)?)?; // [B, g_hidden]
+        let x = ops::relu(&self.l2.forward(&x)?)?; // [B, g_hidden]
+        let x = ops::tanh(&self.l4.forward(&x)?)?; // [B, C·S·S]
+        x.reshape((b, c.channels, c.image_size, c.image_size)) // [B, C, S, S], PyTorch's view order
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &MlpConfig {
+        &self.cfg
+    }
+}
+
+/// A source of uniform [0, 1) numbers for dropout masks (`n` ↦ `n` values), e.g. the training
+/// step's seeded stream, so dropout is deterministic and resumes exactly.
+pub type Uniforms<'a> = &'a mut dyn FnMut(usize) -> Vec<f32>;
+
+/// The MLP base discriminator: image `[B, C, S, S]` (⊕ one-hot label) → logit `[B]`.
+///
+/// Parameters are named as the PyTorch module
+/// `main = nn.Sequential(nn.Linear(C·S·S + K, d_hidden), nn.LeakyReLU(slope), nn.Dropout(p),
+/// nn.Linear(d_hidden, d_hidden), nn.LeakyReLU(slope), nn.Dropout(p), nn.Linear(d_hidden, 1))`,
+/// i.e. `main.0.*`, `main.3.*`, `main.6.*`. Dropout is inverted dropout (kept units scaled by
+/// 1/(1−p)), active only when the caller passes a uniform source (training).
+#[derive(Debug, Clone)]
+pub struct MlpDiscriminator {
+    l0: Dense,
+    l3: Dense,
+    l6: Dense,
+    cfg: MlpConfig,
+}
+
+impl MlpDiscriminator {
+    /// Builds the network under `vb` (`main.0`, `main.3`, `main.6`).
+    pub fn new(cfg: &MlpConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let vb = vb.pp("main");
+        Ok(Self {
+            l0: Dense::new(cfg.image_len() + cfg.num_classes, cfg.d_hidden, vb.pp(0))?,
+            l3: Dense::new(cfg.d_hidden, cfg.d_hidden, vb.pp(3))?,
+            l6: Dense::new(cfg.d_hidden, 1, vb.pp(6))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Inverted dropout of `x` `[B, H]`: keeps each unit where its uniform is ≥ p.
+    fn dropout(&self, x: &Tensor, uniforms: Option<&mut Uniforms<'_>>) -> Result<Tensor> {
+        let p = self.cfg.dropout;
+        let Some(draw) = uniforms else {
+            return Ok(x.clone());
+        };
+        if p == 0.0 {
+            return Ok(x.clone());
+        }
+        let (b, h) = x.dims2()?;
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let u = draw(b * h);
+        if u.len() != b * h {
+            candle_core::bail!("dropout needs {} uniforms, got {}", b * h, u.len())
+        }
+        let mask: Vec<f32> = u
+            .into_iter()
+            .map(|u| if (u as f64) < p { 0.0 } else { keep })
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, h), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+
+    /// Logits `[B]` of images `x` `[B, C, S, S]` (and labels `[B]` when conditional). Dropout
+    /// runs when `uniforms` is given (training), never otherwise (evaluation).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+        mut uniforms: Option<Uniforms<'_>>,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (b, ch, h, w) = x.dims4()?;
+        if ch != c.channels || h != c.image_size || w != c.image_size {
+            candle_core::bail!(
+                "LAPGAN MLP discriminator expects [B, {}, {s}, {s}], got {:?}",
+                c.channels,
+                x.dims(),
+                s = c.image_size
+            )
+        }
+        let flat = x.reshape((b, c.image_len()))?; // [B, C·S·S], PyTorch's flatten order
+        let x = match one_hot(labels, c.num_classes, b, x)? {
+            Some(oh) => Tensor::cat(&[&flat, &oh], 1)?, // [B, C·S·S + K]
+            None => flat,                               // [B, C·S·S]
+        };
+        let x = ops::leaky_relu(&self.l0.forward(&x)?, c.leaky_slope)?; // [B, d_hidden]
+        let x = self.dropout(&x, uniforms.as_mut())?; // [B, d_hidden]
+        let x = ops::leaky_relu(&self.l3.forward(&x)?, c.leaky_slope)?; // [B, d_hidden]
+        let x = self.dropout(&x, uniforms.as_mut())?; // [B, d_hidden]
+        self.l6.forward(&x)?.reshape(b) // [B]
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &MlpConfig {
+        &self.cfg
+    }
+}
+
+/// The 8×8 base generator of a [`LapganGenerator`].
+#[derive(Debug, Clone)]
+pub enum BaseGenerator {
+    /// DCGAN's convolutional generator.
+    Dcgan(crate::dcgan::Generator),
+    /// The fully connected generator of the authors' code.
+    Mlp(MlpGenerator),
+}
+
+impl From<crate::dcgan::Generator> for BaseGenerator {
+    fn from(g: crate::dcgan::Generator) -> Self {
+        Self::Dcgan(g)
+    }
+}
+
+impl From<MlpGenerator> for BaseGenerator {
+    fn from(g: MlpGenerator) -> Self {
+        Self::Mlp(g)
+    }
+}
+
+impl BaseGenerator {
+    /// Latent size.
+    pub fn nz(&self) -> usize {
+        match self {
+            Self::Dcgan(g) => g.config().nz,
+            Self::Mlp(g) => g.config().nz,
+        }
+    }
+    /// Image side.
+    pub fn image_size(&self) -> usize {
+        match self {
+            Self::Dcgan(g) => g.config().image_size,
+            Self::Mlp(g) => g.config().image_size,
+        }
+    }
+    /// Image channels.
+    pub fn channels(&self) -> usize {
+        match self {
+            Self::Dcgan(g) => g.config().channels,
+            Self::Mlp(g) => g.config().channels,
+        }
+    }
+    /// Classes (0 = unconditional).
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Self::Dcgan(g) => g.config().num_classes,
+            Self::Mlp(g) => g.config().num_classes,
+        }
+    }
+    /// Images `[B, C, S, S]` for z `[B, nz]`; `mode` matters only to the DCGAN's batch norm.
+    pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>, mode: BnMode) -> Result<Tensor> {
+        match self {
+            Self::Dcgan(g) => g.forward_labels(z, labels, mode),
+            Self::Mlp(g) => g.forward(z, labels),
+        }
+    }
+}
+
+/// The 8×8 base discriminator matching a [`BaseGenerator`].
+#[derive(Debug, Clone)]
+pub enum BaseDiscriminator {
+    /// DCGAN's convolutional discriminator.
+    Dcgan(crate::dcgan::Discriminator),
+    /// The fully connected discriminator of the authors' code.
+    Mlp(MlpDiscriminator),
+}
+
+impl BaseDiscriminator {
+    /// Logits `[B]`. `uniforms` drives the MLP's dropout in training (ignored by the DCGAN);
+    /// `mode` matters only to the DCGAN's batch norm.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+        mode: BnMode,
+        uniforms: Option<Uniforms<'_>>,
+    ) -> Result<Tensor> {
+        match self {
+            Self::Dcgan(d) => d.forward_labels(x, labels, mode),
+            Self::Mlp(d) => d.forward(x, labels, uniforms),
+        }
+    }
+}
+
 /// The full coarse-to-fine generator: the 8×8 base GAN and the finer levels.
 ///
 /// Its latent vector is `[z_base (nz) | noise plane of level 1 (S₁²) | … | level L (S_L²)]`, so
 /// one vector determines an image and the latent tools (interpolation, saved z) work unchanged.
 #[derive(Debug, Clone)]
 pub struct LapganGenerator {
-    base: crate::dcgan::Generator,
+    base: BaseGenerator,
     levels: Vec<LevelGenerator>,
 }
 
 impl LapganGenerator {
-    /// Assembles the chain from its trained parts (each built from its own parameter store).
-    pub fn from_parts(base: crate::dcgan::Generator, levels: Vec<LevelGenerator>) -> Result<Self> {
-        let mut size = base.config().image_size;
+    /// Assembles the chain from its trained parts (each built from its own parameter store); the
+    /// base is a [`crate::dcgan::Generator`], an [`MlpGenerator`] or a [`BaseGenerator`].
+    pub fn from_parts(base: impl Into<BaseGenerator>, levels: Vec<LevelGenerator>) -> Result<Self> {
+        let base = base.into();
+        let mut size = base.image_size();
         for l in &levels {
-            if l.cfg.image_size != 2 * size || l.cfg.channels != base.config().channels {
+            if l.cfg.image_size != 2 * size || l.cfg.channels != base.channels() {
                 candle_core::bail!(
                     "LAPGAN level of size {} (channels {}) cannot follow size {size} (channels {})",
                     l.cfg.image_size,
                     l.cfg.channels,
-                    base.config().channels
+                    base.channels()
                 )
             }
             size *= 2;
@@ -258,14 +640,12 @@ impl LapganGenerator {
         mode: BnMode,
     ) -> Result<Vec<Tensor>> {
         let b = z.dim(0)?;
-        let nz = self.base.config().nz;
+        let nz = self.base.nz();
         let want = nz + self.plane_sizes().iter().map(|s| s * s).sum::<usize>();
         if z.dims() != [b, want] {
             candle_core::bail!("LAPGAN generator expects z of shape [B, {want}] (nz {nz} + noise planes), got {:?}", z.dims())
         }
-        let mut img = self
-            .base
-            .forward_labels(&z.narrow(1, 0, nz)?, labels, mode)?; // [B, C, 8, 8]
+        let mut img = self.base.forward(&z.narrow(1, 0, nz)?, labels, mode)?; // [B, C, 8, 8]
         let mut out = vec![img.clone()];
         let mut offset = nz;
         for level in &self.levels {
@@ -282,18 +662,18 @@ impl LapganGenerator {
 
 impl crate::ImageGenerator for LapganGenerator {
     fn latent_dim(&self) -> usize {
-        self.base.config().nz + self.plane_sizes().iter().map(|s| s * s).sum::<usize>()
+        self.base.nz() + self.plane_sizes().iter().map(|s| s * s).sum::<usize>()
     }
     fn image_shape(&self) -> [usize; 3] {
         let s = self
             .levels
             .last()
             .map(|l| l.cfg.image_size)
-            .unwrap_or(self.base.config().image_size);
-        [self.base.config().channels, s, s]
+            .unwrap_or(self.base.image_size());
+        [self.base.channels(), s, s]
     }
     fn num_classes(&self) -> usize {
-        self.base.config().num_classes
+        self.base.num_classes()
     }
     fn generate(&self, z: &Tensor, labels: Option<&Tensor>, mode: BnMode) -> Result<Tensor> {
         let mut levels = self.generate_levels(z, labels, mode)?;
@@ -318,6 +698,333 @@ mod tests {
     use super::*;
     use candle_core::Device;
     use easel_nn::ParamStore;
+
+    fn mlp_cfg(classes: usize) -> MlpConfig {
+        MlpConfig {
+            num_classes: classes,
+            g_hidden: 12,
+            d_hidden: 6,
+            ..MlpConfig::new(3, 5)
+        }
+    }
+
+    fn sorted_names(store: &ParamStore) -> Vec<(String, Vec<usize>)> {
+        let mut v: Vec<_> = store
+            .tensors()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn mlp_names_shapes_and_conditional_inputs() {
+        let dev = Device::Cpu;
+        // Defaults are eyescream's.
+        let d = MlpConfig::new(1, 100);
+        assert_eq!(
+            (
+                d.image_size,
+                d.g_hidden,
+                d.d_hidden,
+                d.dropout,
+                d.leaky_slope
+            ),
+            (8, 1200, 600, 0.5, 0.2)
+        );
+        let parsed: MlpConfig = serde_json::from_str(r#"{"channels": 1, "nz": 100}"#).unwrap();
+        assert_eq!(parsed, d);
+        for classes in [0, 4] {
+            let cfg = mlp_cfg(classes);
+            let gs = ParamStore::new(&dev, 0);
+            let g = MlpGenerator::new(&cfg, gs.var_builder()).unwrap();
+            let ds = ParamStore::new(&dev, 1);
+            let d = MlpDiscriminator::new(&cfg, ds.var_builder()).unwrap();
+            // nn.Sequential indices: Linear 0, ReLU 1, Linear 2, ReLU 3, Linear 4, Tanh 5.
+            let s = |n: &str, d: &[usize]| (n.to_string(), d.to_vec());
+            assert_eq!(
+                sorted_names(&gs),
+                [
+                    s("main.0.bias", &[12]),
+                    s("main.0.weight", &[12, 5 + classes]),
+                    s("main.2.bias", &[12]),
+                    s("main.2.weight", &[12, 12]),
+                    s("main.4.bias", &[3 * 64]),
+                    s("main.4.weight", &[3 * 64, 12]),
+                ]
+            );
+            // Linear 0, LeakyReLU 1, Dropout 2, Linear 3, LeakyReLU 4, Dropout 5, Linear 6.
+            assert_eq!(
+                sorted_names(&ds),
+                [
+                    s("main.0.bias", &[6]),
+                    s("main.0.weight", &[6, 3 * 64 + classes]),
+                    s("main.3.bias", &[6]),
+                    s("main.3.weight", &[6, 6]),
+                    s("main.6.bias", &[1]),
+                    s("main.6.weight", &[1, 6]),
+                ]
+            );
+            let z = Tensor::randn(0f32, 1., (2, 5), &dev).unwrap();
+            let l = Tensor::new(&[3u32, 0], &dev).unwrap();
+            let labels = (classes > 0).then_some(&l);
+            let x = g.forward(&z, labels).unwrap();
+            assert_eq!(x.dims(), [2, 3, 8, 8]);
+            let m = x.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            assert!(m.to_scalar::<f32>().unwrap() <= 1.0, "tanh output");
+            assert_eq!(d.forward(&x, labels, None).unwrap().dims(), [2]);
+            // Wrong label use is refused with the reason.
+            let wrong = if classes > 0 { None } else { Some(&l) };
+            let e = g.forward(&z, wrong).unwrap_err().to_string();
+            assert!(
+                e.contains("needs labels") || e.contains("unconditional"),
+                "{e}"
+            );
+            let e = d.forward(&x, wrong, None).unwrap_err().to_string();
+            assert!(
+                e.contains("needs labels") || e.contains("unconditional"),
+                "{e}"
+            );
+        }
+        let cfg = mlp_cfg(0);
+        let g = MlpGenerator::new(&cfg, ParamStore::new(&dev, 0).var_builder()).unwrap();
+        let d = MlpDiscriminator::new(&cfg, ParamStore::new(&dev, 1).var_builder()).unwrap();
+        let e = g
+            .forward(&Tensor::zeros((2, 6), DType::F32, &dev).unwrap(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[B, 5]") && e.contains("[2, 6]"), "{e}");
+        let bad = Tensor::zeros((2, 3, 16, 16), DType::F32, &dev).unwrap();
+        let e = d.forward(&bad, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("[B, 3, 8, 8]") && e.contains("[2, 3, 16, 16]"),
+            "{e}"
+        );
+        let l = Tensor::new(&[0u32, 1, 1], &dev).unwrap();
+        let e = MlpGenerator::new(&mlp_cfg(2), ParamStore::new(&dev, 0).var_builder())
+            .unwrap()
+            .forward(&Tensor::zeros((2, 5), DType::F32, &dev).unwrap(), Some(&l))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("labels of shape [2]"), "{e}");
+        for bad in [
+            MlpConfig {
+                g_hidden: 0,
+                ..mlp_cfg(0)
+            },
+            MlpConfig {
+                dropout: 1.0,
+                ..mlp_cfg(0)
+            },
+            MlpConfig {
+                num_classes: 1,
+                ..mlp_cfg(0)
+            },
+        ] {
+            let e = MlpDiscriminator::new(&bad, ParamStore::new(&dev, 0).var_builder())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("LAPGAN MLP base"), "{e}");
+        }
+    }
+
+    /// Deterministic weights `[out, in]` with mixed signs.
+    fn w(out: usize, inp: usize, k: f64) -> Vec<Vec<f64>> {
+        (0..out)
+            .map(|i| {
+                (0..inp)
+                    .map(|j| ((i * 7 + j * 3) % 11) as f64 * k - 0.25)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn t2(v: &[Vec<f64>]) -> Tensor {
+        let (r, c) = (v.len(), v[0].len());
+        let flat: Vec<f32> = v.iter().flatten().map(|x| *x as f32).collect();
+        Tensor::from_vec(flat, (r, c), &Device::Cpu).unwrap()
+    }
+
+    fn t1(v: &[f64]) -> Tensor {
+        Tensor::from_vec(
+            v.iter().map(|x| *x as f32).collect::<Vec<_>>(),
+            v.len(),
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    /// `W x + b` by hand.
+    fn affine(w: &[Vec<f64>], b: &[f64], x: &[f64]) -> Vec<f64> {
+        w.iter()
+            .zip(b)
+            .map(|(row, b)| row.iter().zip(x).map(|(a, x)| a * x).sum::<f64>() + b)
+            .collect()
+    }
+
+    #[test]
+    fn mlp_forward_matches_a_hand_computed_case() {
+        use std::collections::HashMap;
+        let dev = Device::Cpu;
+        // 1 channel, 2×2 images, nz 2, 2 classes, G hidden 3, D hidden 3.
+        let cfg = MlpConfig {
+            image_size: 2,
+            channels: 1,
+            nz: 2,
+            g_hidden: 3,
+            d_hidden: 3,
+            num_classes: 2,
+            dropout: 0.5,
+            leaky_slope: 0.2,
+        };
+        let (gw0, gw2, gw4) = (w(3, 4, 0.1), w(3, 3, 0.07), w(4, 3, 0.09));
+        let (gb0, gb2, gb4) = (vec![0.1, -0.2, 0.05], vec![0.0, 0.3, -0.1], vec![0.2; 4]);
+        let (dw0, dw3, dw6) = (w(3, 6, 0.08), w(3, 3, 0.06), w(1, 3, 0.1));
+        let (db0, db3, db6) = (vec![-0.1, 0.2, 0.0], vec![0.05, -0.3, 0.1], vec![0.02]);
+        let mut gt = HashMap::new();
+        for (n, wt, b) in [("0", &gw0, &gb0), ("2", &gw2, &gb2), ("4", &gw4, &gb4)] {
+            gt.insert(format!("main.{n}.weight"), t2(wt));
+            gt.insert(format!("main.{n}.bias"), t1(b));
+        }
+        let g = MlpGenerator::new(&cfg, VarBuilder::from_tensors(gt, DType::F32, &dev)).unwrap();
+        let mut dt = HashMap::new();
+        for (n, wt, b) in [("0", &dw0, &db0), ("3", &dw3, &db3), ("6", &dw6, &db6)] {
+            dt.insert(format!("main.{n}.weight"), t2(wt));
+            dt.insert(format!("main.{n}.bias"), t1(b));
+        }
+        let d =
+            MlpDiscriminator::new(&cfg, VarBuilder::from_tensors(dt, DType::F32, &dev)).unwrap();
+
+        let zs = [[0.5, -1.0], [2.0, 0.25]];
+        let labels = [1u32, 0];
+        let z = t2(&zs.iter().map(|r| r.to_vec()).collect::<Vec<_>>());
+        let l = Tensor::new(&labels, &dev).unwrap();
+        let x = g.forward(&z, Some(&l)).unwrap();
+        let got: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let relu = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0)).collect::<Vec<_>>();
+        let lrelu = |v: Vec<f64>| {
+            v.into_iter()
+                .map(|x| if x > 0.0 { x } else { 0.2 * x })
+                .collect::<Vec<_>>()
+        };
+        let mut images = Vec::new();
+        for (zi, &li) in zs.iter().zip(&labels) {
+            let mut inp = zi.to_vec();
+            inp.extend((0..2).map(|c| if c == li as usize { 1.0 } else { 0.0 }));
+            let h = relu(affine(&gw0, &gb0, &inp));
+            let h = relu(affine(&gw2, &gb2, &h));
+            let y: Vec<f64> = affine(&gw4, &gb4, &h).into_iter().map(f64::tanh).collect();
+            images.push(y);
+        }
+        let want: Vec<f64> = images.iter().flatten().copied().collect();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((*a as f64 - b).abs() < 1e-5, "G {got:?} vs {want:?}");
+        }
+
+        // D on those images, with dropout masks from a known uniform sequence (p = 0.5: a unit
+        // is kept, ×2, when its uniform is ≥ 0.5), and without dropout.
+        let seq = [0.1f32, 0.7, 0.6, 0.4, 0.9, 0.2];
+        let mut calls = Vec::new();
+        let mut uniforms = |n: usize| {
+            calls.push(n);
+            (0..n).map(|i| seq[(i + calls.len()) % seq.len()]).collect()
+        };
+        let train: Vec<f32> = d
+            .forward(&x, Some(&l), Some(&mut uniforms))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(calls, [6, 6], "one [B, d_hidden] mask per hidden layer");
+        let eval: Vec<f32> = d.forward(&x, Some(&l), None).unwrap().to_vec1().unwrap();
+        let mask = |call: usize, b: usize, j: usize| {
+            if seq[(b * 3 + j + call) % seq.len()] < 0.5 {
+                0.0
+            } else {
+                2.0
+            }
+        };
+        for (bi, (img, &li)) in images.iter().zip(&labels).enumerate() {
+            let mut inp = img.clone();
+            inp.extend((0..2).map(|c| if c == li as usize { 1.0 } else { 0.0 }));
+            for (dropout, got) in [(true, train[bi]), (false, eval[bi])] {
+                let mut h = lrelu(affine(&dw0, &db0, &inp));
+                if dropout {
+                    h.iter_mut()
+                        .enumerate()
+                        .for_each(|(j, v)| *v *= mask(1, bi, j));
+                }
+                let mut h = lrelu(affine(&dw3, &db3, &h));
+                if dropout {
+                    h.iter_mut()
+                        .enumerate()
+                        .for_each(|(j, v)| *v *= mask(2, bi, j));
+                }
+                let want = affine(&dw6, &db6, &h)[0];
+                assert!(
+                    (got as f64 - want).abs() < 1e-5,
+                    "D (dropout {dropout}) sample {bi}: {got} vs {want}"
+                );
+            }
+        }
+        assert_ne!(train, eval, "the masks changed the logits");
+    }
+
+    #[test]
+    fn mlp_discriminator_params_freeze_and_chain_uses_the_mlp_base() {
+        use crate::ImageGenerator;
+        let dev = Device::Cpu;
+        let cfg = MlpConfig {
+            channels: 1,
+            ..mlp_cfg(0)
+        };
+        let ds = ParamStore::new(&dev, 1);
+        let d = MlpDiscriminator::new(&cfg, ds.var_builder()).unwrap();
+        let x =
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, 1., (2, 1, 8, 8), &dev).unwrap())
+                .unwrap();
+        let g = ops::with_frozen_params(|| d.forward(&x, None, None))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(x.as_tensor()).is_some(), "gradient reaches the input");
+        for (name, t) in ds.tensors() {
+            assert!(g.get(&t).is_none(), "{name} is frozen");
+        }
+        let g = d.forward(&x, None, None).unwrap().sum_all().unwrap();
+        let g = g.backward().unwrap();
+        assert!(ds.tensors().values().all(|t| g.get(t).is_some()));
+
+        let base = MlpGenerator::new(&cfg, ParamStore::new(&dev, 0).var_builder()).unwrap();
+        let lv = LevelConfig {
+            image_size: 16,
+            channels: 1,
+            ngf: 4,
+            ndf: 4,
+            num_classes: 0,
+        };
+        let l1 = LevelGenerator::new(&lv, ParamStore::new(&dev, 2).var_builder()).unwrap();
+        let chain = LapganGenerator::from_parts(base.clone(), vec![l1]).unwrap();
+        assert_eq!(chain.latent_dim(), 5 + 256);
+        assert_eq!(chain.image_shape(), [1, 16, 16]);
+        let z = Tensor::randn(0f32, 1., (3, 5 + 256), &dev).unwrap();
+        let levels = chain.generate_levels(&z, None, BnMode::Eval).unwrap();
+        let want = base.forward(&z.narrow(1, 0, 5).unwrap(), None).unwrap();
+        let diff = (&levels[0] - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        assert_eq!(levels[1].dims(), [3, 1, 16, 16]);
+    }
 
     #[test]
     fn shapes_names_and_conditioning() {

@@ -73,6 +73,7 @@ pub fn dcgan_config(
             histogram_every: 0,
             keep_last: 1,
             preview_count: 1,
+            lr_decay_from: None,
         },
         eval: None,
     };

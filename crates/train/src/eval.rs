@@ -1252,24 +1252,6 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-/// The run directory a model folder belongs to (`run/final` → `run`,
-/// `run/checkpoints/step-N` → `run`).
-fn run_root(model_dir: &Path) -> PathBuf {
-    let name = model_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if name.starts_with("step-") {
-        if let Some(r) = model_dir.parent().and_then(Path::parent) {
-            return r.to_path_buf();
-        }
-    }
-    model_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| model_dir.to_path_buf())
-}
-
 /// What `easel eval` measures.
 #[allow(clippy::large_enum_variant)] // one per command
 enum Target {
@@ -1381,7 +1363,7 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport> {
         Target::Folder(_) => 0,
     });
     let root = match &target {
-        Target::Run { dir, .. } => Some(run_root(dir)),
+        Target::Run { dir, .. } => Some(crate::fit::layout::run_of(dir)),
         Target::Folder(_) => None,
     };
     let cache_dir = req.cache_dir.clone().unwrap_or_else(|| match &root {
@@ -1671,7 +1653,7 @@ fn evaluate_classifier(
     };
     let (acc, n, description) = classifier_accuracy(dir, &real, &req.device, req.quiet)?;
     let state = checkpoint::read_state(dir)?;
-    let root = run_root(dir);
+    let root = crate::fit::layout::run_of(dir);
     let json_path = req.out.clone().unwrap_or_else(|| {
         layout::eval_dir(&root).join(format!("accuracy-step-{:08}.json", state.step))
     });

@@ -105,6 +105,16 @@ pub trait TrainStep {
     fn generator(&self) -> Option<(&dyn ImageGenerator, BnMode)> {
         None
     }
+    /// Multiplies every optimiser's recipe learning rate by `factor` for the coming steps
+    /// (`train.lr_decay_from`). Steps without a schedule refuse, so a recipe never asks for a
+    /// decay that silently does nothing.
+    fn scale_lr(&mut self, factor: f64) -> Result<()> {
+        let _ = factor;
+        Err(TrainError::Run(format!(
+            "train.lr_decay_from is not supported by `{}` training; remove it from the recipe",
+            self.kind()
+        )))
+    }
     /// The console form of `scalars`.
     fn format_scalars(&self, scalars: &Scalars) -> String {
         scalars
@@ -272,6 +282,13 @@ pub mod layout {
     pub fn recipe(run: &Path) -> PathBuf {
         run.join("recipe.toml")
     }
+    /// The run a model folder belongs to, where outputs made from it go: `RUN/final` and
+    /// `RUN/best` → `RUN`, `RUN/checkpoints/step-N` → `RUN`; any other folder (a run
+    /// directory, or a model folder copied out of its run) is its own root, so nothing is ever
+    /// written above it.
+    pub fn run_of(model_dir: &Path) -> PathBuf {
+        easel_latent::bank::ZBank::run_root(model_dir)
+    }
 }
 
 struct Logger {
@@ -414,6 +431,9 @@ pub fn fit(
         }
         let t0 = Instant::now();
         let before = data.position();
+        if opts.train.lr_decay_from.is_some() {
+            step.scale_lr(opts.train.lr_factor(state.step))?;
+        }
         let mut ctx = StepContext {
             rng: &mut state.rng,
             step: state.step,

@@ -206,17 +206,29 @@ impl Optimizer {
                         step_size: c.lr / bc1,
                         bc2_sqrt: bc2.sqrt(),
                     };
+                    let name = &p.name;
                     if easel_nn::kernels::optim::adam_update(
                         p.var.as_tensor(),
                         &p.buffers[0],
                         &p.buffers[1],
                         &g,
                         fused,
-                    )? {
+                    )
+                    .map_err(|e| TrainError::Run(format!("{name}: {e}")))?
+                    {
                         continue;
                     }
                     let m = ((&p.buffers[0] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
                     let v = ((&p.buffers[1] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+                    // The fused path's overflow check, as one reduction (a device sync per
+                    // parameter; this path runs on GPUs, where the fused kernel does not).
+                    let vmax = v.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                    if vmax.is_infinite() {
+                        return Err(TrainError::Run(format!(
+                            "{name}: {}",
+                            easel_nn::kernels::optim::overflow_error()
+                        )));
+                    }
                     // θ ← θ − (lr / bc1) · m / (√v / √bc2 + ε)
                     let denom = ((v.sqrt()? / bc2.sqrt())? + c.eps)?;
                     let update = (m.div(&denom)? * (c.lr / bc1))?;
@@ -343,6 +355,41 @@ mod tests {
         let bc2: f64 = 1.0 - 0.999f64.powi(2);
         let want = 0.1 + 0.1 * (4.4 / 0.75) / ((0.069604f64 / bc2).sqrt() + 1e-8);
         assert!((got[1] - want).abs() < 1e-9, "{} vs {want}", got[1]);
+    }
+
+    /// A gradient whose square overflows f32 would make Adam's update of that weight 0 from then
+    /// on (m / √∞), silently; both paths stop with an error naming the parameter instead.
+    #[test]
+    fn adam_second_moment_overflow_is_an_error() {
+        for fused in [true, false] {
+            let v = Var::new(&[[0.5f32], [1.0]], &Device::Cpu).unwrap();
+            let mut opt =
+                Optimizer::new(adam(0.1), vec![("main.0.weight".into(), v.clone())]).unwrap();
+            // ∂(c·θ)/∂θ = c = 1e22: (1 − β₂)·g² = 1e41 > f32::MAX (3.4e38).
+            let scale = Tensor::new(&[[1e22f32], [1.0]], &Device::Cpu).unwrap();
+            let loss = (v.as_tensor() * &scale).unwrap().sum_all().unwrap();
+            let mut grads = loss.backward().unwrap();
+            if !fused {
+                // The same gradient, non-contiguous (column 0 of [[1e22, 0], [1, 0]]): the fused
+                // kernel declines it and the generic tensor-op path (GPUs') runs.
+                let g = Tensor::new(&[[1e22f32, 0.0], [1.0, 0.0]], &Device::Cpu)
+                    .unwrap()
+                    .narrow(1, 0, 1)
+                    .unwrap();
+                assert!(!g.is_contiguous());
+                grads.insert(v.as_tensor(), g);
+            }
+            let e = opt.step(&grads).unwrap_err().to_string();
+            assert!(
+                e.contains("main.0.weight") && e.contains("overflowed"),
+                "fused {fused}: {e}"
+            );
+            // A large but representable gradient is fine.
+            let v2 = Var::new(&[0.5f32], &Device::Cpu).unwrap();
+            let mut opt2 = Optimizer::new(adam(0.1), vec![("w".into(), v2.clone())]).unwrap();
+            let loss = (v2.as_tensor() * 1e18).unwrap().sum_all().unwrap();
+            opt2.step(&loss.backward().unwrap()).unwrap();
+        }
     }
 
     #[test]

@@ -161,15 +161,32 @@ pub struct CganRecipe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LapganRecipe {
+    /// The 8×8 base level's networks: `"mlp"` (the paper's: eyescream's fully connected GAN,
+    /// widths `base_g_hidden` / `base_d_hidden`) or `"dcgan"` (DCGAN at 8×8, widths `ngf` /
+    /// `ndf`). A missing key means `"dcgan"`, so resolved recipes written before this key existed
+    /// (runs trained with the DCGAN base) still rebuild the networks they saved; the shipped
+    /// recipes set `base = "mlp"` explicitly.
+    #[serde(default = "defaults::lapgan_base")]
+    pub base: easel_models::lapgan::BaseKind,
     /// Latent size of the 8×8 base generator.
     #[serde(default = "defaults::nz")]
     pub nz: usize,
-    /// Base generator width.
+    /// Base generator width (`base = "dcgan"` only).
     #[serde(default = "defaults::width")]
     pub ngf: usize,
-    /// Base discriminator width.
+    /// Base discriminator width (`base = "dcgan"` only).
     #[serde(default = "defaults::width")]
     pub ndf: usize,
+    /// Hidden width of the MLP base generator's two layers (`base = "mlp"`; eyescream: 1200).
+    #[serde(default = "defaults::lapgan_g_hidden")]
+    pub base_g_hidden: usize,
+    /// Hidden width of the MLP base discriminator's two layers (`base = "mlp"`; eyescream: 600).
+    #[serde(default = "defaults::lapgan_d_hidden")]
+    pub base_d_hidden: usize,
+    /// Dropout probability after each hidden layer of the MLP base discriminator, in training
+    /// only, with masks from the run's seeded stream (`base = "mlp"`; eyescream: 0.5).
+    #[serde(default = "defaults::lapgan_dropout")]
+    pub base_dropout: f64,
     /// Width of every finer level's generator.
     #[serde(default = "defaults::width")]
     pub level_ngf: usize,
@@ -373,6 +390,25 @@ pub struct TrainConfig {
     /// Images in the preview grid (drawn once from a fixed noise batch).
     #[serde(default = "defaults::preview_count")]
     pub preview_count: usize,
+    /// Linear learning-rate decay, as CycleGAN/pix2pix's `n_epochs_decay` does it: every
+    /// optimiser keeps its recipe learning rate up to this step, then the rate falls linearly to
+    /// zero at `steps` (step `s` uses `lr · (steps − s) / (steps − lr_decay_from)`). It settles a
+    /// GAN's late oscillation, so the last previews and `final/` come out cleaner. Unset:
+    /// constant rates. A function of the step alone, so resume stays exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_decay_from: Option<u64>,
+}
+
+impl TrainConfig {
+    /// The factor on every learning rate for the step that follows `done` completed steps.
+    pub fn lr_factor(&self, done: u64) -> f64 {
+        match self.lr_decay_from {
+            Some(from) if done >= from && self.steps > from => {
+                (self.steps.saturating_sub(done)) as f64 / (self.steps - from) as f64
+            }
+            _ => 1.0,
+        }
+    }
 }
 
 mod defaults {
@@ -411,6 +447,19 @@ mod defaults {
     }
     pub fn level_ndf() -> usize {
         32
+    }
+    /// A missing `model.base` is the DCGAN base that lapgan runs used before the key existed.
+    pub fn lapgan_base() -> easel_models::lapgan::BaseKind {
+        easel_models::lapgan::BaseKind::Dcgan
+    }
+    pub fn lapgan_g_hidden() -> usize {
+        1200
+    }
+    pub fn lapgan_d_hidden() -> usize {
+        600
+    }
+    pub fn lapgan_dropout() -> f64 {
+        0.5
     }
     pub fn lr_drop_factor() -> f64 {
         0.1
@@ -645,6 +694,21 @@ pub fn apply_override(table: &mut toml::Table, kv: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn linear_lr_decay_factor() {
+        let mut t: TrainConfig =
+            toml::from_str("steps = 10\nbatch_size = 2\nlr_decay_from = 6").unwrap();
+        // CycleGAN's linear policy: 1 up to the start, then (steps − done) / (steps − start).
+        let f: Vec<f64> = (0..10).map(|s| t.lr_factor(s)).collect();
+        assert_eq!(f, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]);
+        t.lr_decay_from = None;
+        assert!((0..10).all(|s| t.lr_factor(s) == 1.0));
+        // A start at or past the end never decays (and never divides by zero).
+        t.lr_decay_from = Some(10);
+        assert!((0..12).all(|s| t.lr_factor(s) == 1.0));
+    }
+
     use super::*;
 
     const MINIMAL: &str = r#"

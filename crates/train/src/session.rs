@@ -592,16 +592,7 @@ pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
         ncol
     };
     let images = Tensor::cat(&parts, 0)?;
-    let run_root = if dir.file_name().is_some_and(|n| n == "final") {
-        dir.parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.clone())
-    } else {
-        dir.parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.clone())
-    };
+    let run_root = layout::run_of(&dir);
     let png = match &req.out {
         Some(p) => p.clone(),
         None => layout::samples(&run_root).join(format!(

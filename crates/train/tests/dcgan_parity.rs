@@ -51,6 +51,7 @@ fn two_training_steps_match_pytorch() {
             histogram_every: 0,
             keep_last: 1,
             preview_count: 1,
+            lr_decay_from: None,
         },
         eval: None,
     };

@@ -130,6 +130,7 @@ fn cfg(steps: u64) -> TrainConfig {
         histogram_every: 0,
         keep_last: 2,
         preview_count: 1,
+        lr_decay_from: None,
     }
 }
 

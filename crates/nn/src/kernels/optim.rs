@@ -132,19 +132,28 @@ impl InplaceOp3 for Apply {
                 let (step, inv_bc2, eps) =
                     (h.step_size as $t, (1.0 / h.bc2_sqrt) as $t, h.eps as $t);
                 const CHUNK: usize = 1 << 14;
-                let body = |t: &mut [$t], m: &[$t], v: &[$t]| {
+                // Also reports whether a second moment has overflowed to +∞ (|g| ≳ 6e20 in
+                // f32): the update of that weight would then be 0 forever, silently.
+                let body = |t: &mut [$t], m: &[$t], v: &[$t]| -> bool {
+                    let mut vmax: $t = 0.0;
                     for ((t, m), v) in t.iter_mut().zip(m).zip(v) {
                         *t -= step * *m / (v.sqrt() * inv_bc2 + eps);
+                        vmax = vmax.max(*v);
                     }
+                    !vmax.is_finite()
                 };
-                if theta.len() >= PAR_MIN {
+                let overflow = if theta.len() >= PAR_MIN {
                     theta
                         .par_chunks_mut(CHUNK)
                         .zip(m.par_chunks(CHUNK))
                         .zip(v.par_chunks(CHUNK))
-                        .for_each(|((t, m), v)| body(t, m, v));
+                        .map(|((t, m), v)| body(t, m, v))
+                        .reduce(|| false, |a, b| a | b)
                 } else {
                     body(theta, m, v)
+                };
+                if overflow {
+                    return Err(overflow_error());
                 }
             }};
         }
@@ -157,6 +166,16 @@ impl InplaceOp3 for Apply {
     }
 }
 
+/// The error for a second moment that overflowed (see [`adam_update`]).
+pub fn overflow_error() -> candle_core::Error {
+    candle_core::Error::Msg(
+        "Adam: a second-moment estimate overflowed to infinity (a gradient of ~1e20 or more), \
+         which would freeze the affected weights without any sign; the run is diverging: lower \
+         the learning rate or check the loss"
+            .into(),
+    )
+}
+
 fn fusable(ts: &[&Tensor]) -> bool {
     let first = ts[0];
     first.device().is_cpu()
@@ -167,7 +186,8 @@ fn fusable(ts: &[&Tensor]) -> bool {
 }
 
 /// One in-place Adam update of `theta` with moments `m`, `v` and gradient `g` (all the same shape).
-/// Returns `Ok(false)` without touching anything when the fused path does not apply.
+/// Returns `Ok(false)` without touching anything when the fused path does not apply, and an
+/// error ([`overflow_error`]) when a second moment has become infinite.
 pub fn adam_update(
     theta: &Tensor,
     m: &Tensor,

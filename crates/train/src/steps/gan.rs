@@ -240,6 +240,8 @@ pub struct GanStep {
     d_store: ParamStore,
     opt_g: Optimizer,
     opt_d: Optimizer,
+    /// The recipe learning rates of G and D (`train.lr_decay_from` scales them).
+    base_lr: [f64; 2],
     fixed_noise: Tensor,
     fixed_labels: Option<Tensor>,
     preview_cols: Option<usize>,
@@ -298,6 +300,7 @@ impl GanStep {
                     None,
                 )
             };
+        let base_lr = [opt_g.spec().lr(), opt_d.spec().lr()];
         Ok(Self {
             spec,
             g,
@@ -306,6 +309,7 @@ impl GanStep {
             d_store,
             opt_g,
             opt_d,
+            base_lr,
             fixed_noise,
             fixed_labels,
             preview_cols,
@@ -528,6 +532,12 @@ fn scalar(t: &Tensor) -> Result<f64> {
 impl TrainStep for GanStep {
     fn kind(&self) -> &'static str {
         self.spec.kind
+    }
+
+    fn scale_lr(&mut self, factor: f64) -> Result<()> {
+        self.opt_g.set_lr(self.base_lr[0] * factor);
+        self.opt_d.set_lr(self.base_lr[1] * factor);
+        Ok(())
     }
 
     fn networks(&self) -> Vec<(&'static str, ParamStore)> {

@@ -3,16 +3,22 @@
 //! trains its levels on precomputed pyramid pairs.
 //!
 //! For a batch of real images the Gaussian pyramid `I_0 (full size) … I_L (8×8)` is computed once.
-//! The base pair learns `I_L` with DCGAN's BCE losses. Each finer pair `k` learns the residual
-//! `h_k = I_k − expand(I_{k+1})` conditioned on `l_k = expand(I_{k+1})` (and the label, for the
-//! class-conditional model): D_k separates real `(h_k, l_k)` from `(G_k(z_k, l_k), l_k)`.
+//! The base pair learns `I_L` with DCGAN's BCE losses; it is either eyescream's fully connected
+//! pair (`model.base = "mlp"`, whose discriminator dropout draws its masks from the step's seeded
+//! stream, so runs repeat and resume exactly) or DCGAN's at 8×8 (`"dcgan"`). Each finer pair `k`
+//! learns the residual `h_k = I_k − expand(I_{k+1})` conditioned on `l_k = expand(I_{k+1})` (and
+//! the label, for the class-conditional model): D_k separates real `(h_k, l_k)` from
+//! `(G_k(z_k, l_k), l_k)`.
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use easel_losses::bce_with_logits;
 use easel_models::dcgan::{self, Discriminator, Generator};
-use easel_models::lapgan::{LapganGenerator, LevelConfig, LevelDiscriminator, LevelGenerator};
+use easel_models::lapgan::{
+    BaseDiscriminator, BaseGenerator, BaseKind, LapganGenerator, LevelConfig, LevelDiscriminator,
+    LevelGenerator, MlpConfig, MlpDiscriminator, MlpGenerator,
+};
 use easel_nn::{ops, pyramid, BnMode, ParamStore};
 
 use crate::error::{Result, TrainError};
@@ -58,11 +64,49 @@ const LOSS_G: [&str; MAX_LEVELS + 1] = [
     "loss_g_256",
 ];
 
+/// The 8×8 base GAN's networks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BaseSpec {
+    /// eyescream's fully connected pair.
+    Mlp(MlpConfig),
+    /// DCGAN's convolutional pair at 8×8.
+    Dcgan(dcgan::Config),
+}
+
+impl BaseSpec {
+    /// Classes of the (conditional) model, 0 when unconditional.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Self::Mlp(c) => c.num_classes,
+            Self::Dcgan(c) => c.num_classes,
+        }
+    }
+    /// Latent size of the base generator.
+    pub fn nz(&self) -> usize {
+        match self {
+            Self::Mlp(c) => c.nz,
+            Self::Dcgan(c) => c.nz,
+        }
+    }
+    fn generator(&self, vb: candle_nn::VarBuilder) -> candle_core::Result<BaseGenerator> {
+        Ok(match self {
+            Self::Mlp(c) => BaseGenerator::Mlp(MlpGenerator::new(c, vb)?),
+            Self::Dcgan(c) => BaseGenerator::Dcgan(Generator::new(c, vb)?),
+        })
+    }
+    fn discriminator(&self, vb: candle_nn::VarBuilder) -> candle_core::Result<BaseDiscriminator> {
+        Ok(match self {
+            Self::Mlp(c) => BaseDiscriminator::Mlp(MlpDiscriminator::new(c, vb)?),
+            Self::Dcgan(c) => BaseDiscriminator::Dcgan(Discriminator::new(c, vb)?),
+        })
+    }
+}
+
 /// The pyramid's geometry and networks as a recipe describes them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LapganSpec {
     /// The 8×8 base GAN.
-    pub base: dcgan::Config,
+    pub base: BaseSpec,
     /// Finer levels, 16×16 upwards.
     pub levels: Vec<LevelConfig>,
     /// Real target of the BCE loss.
@@ -97,14 +141,23 @@ pub fn spec(recipe: &Recipe, m: &LapganRecipe) -> Result<LapganSpec> {
         0
     };
     let c = recipe.data.channels;
-    let base = dcgan::Config {
-        image_size: 8,
-        channels: c,
-        nz: m.nz,
-        ngf: m.ngf,
-        ndf: m.ndf,
-        num_classes: classes,
-        ..Default::default()
+    let base = match m.base {
+        BaseKind::Dcgan => BaseSpec::Dcgan(dcgan::Config {
+            image_size: 8,
+            channels: c,
+            nz: m.nz,
+            ngf: m.ngf,
+            ndf: m.ndf,
+            num_classes: classes,
+            ..Default::default()
+        }),
+        BaseKind::Mlp => BaseSpec::Mlp(MlpConfig {
+            num_classes: classes,
+            g_hidden: m.base_g_hidden,
+            d_hidden: m.base_d_hidden,
+            dropout: m.base_dropout,
+            ..MlpConfig::new(c, m.nz)
+        }),
     };
     let levels = (1..=n_levels)
         .map(|k| LevelConfig {
@@ -138,7 +191,7 @@ pub fn build_generator(
     device: &Device,
 ) -> Result<(LapganGenerator, Vec<(&'static str, ParamStore)>)> {
     let base_store = store(recipe, G_NAMES[0], device);
-    let base = Generator::new(&spec.base, base_store.var_builder())?;
+    let base = spec.base.generator(base_store.var_builder())?;
     let mut stores = vec![(G_NAMES[0], base_store)];
     let mut levels = Vec::new();
     for (k, cfg) in spec.levels.iter().enumerate() {
@@ -162,8 +215,8 @@ fn adam() -> OptimSpec {
 /// All levels' networks and optimisers.
 pub struct LapganStep {
     spec: LapganSpec,
-    base_g: Generator,
-    base_d: Discriminator,
+    base_g: BaseGenerator,
+    base_d: BaseDiscriminator,
     level_g: Vec<LevelGenerator>,
     level_d: Vec<LevelDiscriminator>,
     chain: LapganGenerator,
@@ -182,7 +235,7 @@ impl LapganStep {
         let n = spec.levels.len();
         let (chain, g_stores) = build_generator(recipe, &spec, device)?;
         // The chain shares its tensors with separately held parts used for training.
-        let base_g = Generator::new(&spec.base, g_stores[0].1.var_builder())?;
+        let base_g = spec.base.generator(g_stores[0].1.var_builder())?;
         let level_g = spec
             .levels
             .iter()
@@ -191,7 +244,7 @@ impl LapganStep {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let mut d_stores = Vec::new();
         let bs = store(recipe, D_NAMES[0], device);
-        let base_d = Discriminator::new(&spec.base, bs.var_builder())?;
+        let base_d = spec.base.discriminator(bs.var_builder())?;
         d_stores.push((D_NAMES[0], bs));
         let mut level_d = Vec::new();
         for (k, c) in spec.levels.iter().enumerate() {
@@ -229,7 +282,7 @@ impl LapganStep {
             .iter()
             .map(|(n, s)| optim(n, s))
             .collect::<Result<Vec<_>>>()?;
-        let classes = spec.base.num_classes;
+        let classes = spec.base.num_classes();
         let mut rng = StepRng::new(recipe.seed, "preview-noise");
         use easel_models::ImageGenerator;
         let dim = chain.latent_dim();
@@ -322,7 +375,7 @@ impl TrainStep for LapganStep {
     fn step(&mut self, data: &mut dyn BatchSource, ctx: &mut StepContext) -> Result<Scalars> {
         let batch = data.next_batch()?;
         let b = batch.images.dim(0)?;
-        let classes = self.spec.base.num_classes;
+        let classes = self.spec.base.num_classes();
         let labels = (classes > 0).then(|| batch.labels.clone());
         let fake_labels = if classes > 0 {
             let v: Vec<u32> = (0..b)
@@ -337,22 +390,33 @@ impl TrainStep for LapganStep {
         let gauss = pyramid::gaussian(&batch.images.detach(), n)?;
         let mut out: Scalars = Vec::new();
 
-        // Base level: a DCGAN on the 8×8 images.
+        // Base level: a GAN on the 8×8 images.
         let real = &gauss[n];
-        let z = ctx.rng.randn((b, self.spec.base.nz), ctx.device)?;
+        let z = ctx.rng.randn((b, self.spec.base.nz()), ctx.device)?;
         let fake = self
             .base_g
-            .forward_labels(&z, fake_labels.as_ref(), BnMode::Train)?;
-        let d_real = self
-            .base_d
-            .forward_labels(real, labels.as_ref(), BnMode::Train)?;
-        let d_fake =
+            .forward(&z, fake_labels.as_ref(), BnMode::Train)?;
+        // The MLP discriminator's dropout masks: fresh for every pass (as PyTorch's nn.Dropout
+        // in training), drawn from the run's seeded stream in a fixed order.
+        let rng = &mut *ctx.rng;
+        let mut uniforms = |k: usize| rng.uniform_vec(k, 0.0, 1.0);
+        let d_real =
             self.base_d
-                .forward_labels(&fake.detach(), fake_labels.as_ref(), BnMode::Train)?;
+                .forward(real, labels.as_ref(), BnMode::Train, Some(&mut uniforms))?;
+        let d_fake = self.base_d.forward(
+            &fake.detach(),
+            fake_labels.as_ref(),
+            BnMode::Train,
+            Some(&mut uniforms),
+        )?;
         let ld = self.bce_pair(0, &d_real, &d_fake)?;
         let d_out = ops::with_frozen_params(|| {
-            self.base_d
-                .forward_labels(&fake, fake_labels.as_ref(), BnMode::Train)
+            self.base_d.forward(
+                &fake,
+                fake_labels.as_ref(),
+                BnMode::Train,
+                Some(&mut uniforms),
+            )
         })?;
         let lg = bce_with_logits(&d_out, 1.0)?;
         let grads = lg.backward()?;
@@ -441,4 +505,119 @@ pub fn side_by_side(levels: &[Tensor]) -> Result<Tensor> {
     let stacked = Tensor::stack(&up, 1)?; // [N, L+1, C, S, S]
     let (_, l, c, _, _) = stacked.dims5()?;
     Ok(stacked.reshape((n * l, c, s, s))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fit::Batch;
+    use crate::recipe::ModelRecipe;
+
+    fn load(name: &str, overrides: &[&str]) -> Result<Recipe> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../recipes")
+            .join(name);
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Recipe::load(&path, &o)
+    }
+
+    fn lapgan(r: &Recipe) -> &LapganRecipe {
+        match &r.model {
+            ModelRecipe::Lapgan(m) => m,
+            _ => panic!("not a lapgan recipe"),
+        }
+    }
+
+    #[test]
+    fn base_key_missing_means_dcgan_and_the_shipped_recipes_use_the_mlp() {
+        // A resolved recipe written before `base` existed (as runs/bench-lapgan-mnist's).
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("recipe.toml");
+        std::fs::write(
+            &old,
+            "seed = 1\n[data]\nsource = \"mnist\"\nimage_size = 32\nchannels = 1\n\
+             [model]\nkind = \"lapgan\"\nnz = 100\nngf = 64\nndf = 64\nlevel_ngf = 64\n\
+             level_ndf = 32\nconditional = false\nlabel_smoothing = 0.0\nsample_bn = \"eval\"\n\
+             [train]\nsteps = 10\nbatch_size = 4\n",
+        )
+        .unwrap();
+        let r = Recipe::load(&old, &[]).unwrap();
+        let s = spec(&r, lapgan(&r)).unwrap();
+        match &s.base {
+            BaseSpec::Dcgan(c) => assert_eq!((c.image_size, c.nz, c.ngf, c.ndf), (8, 100, 64, 64)),
+            b => panic!("old recipes must keep the DCGAN base, got {b:?}"),
+        }
+        for (name, dir) in [
+            ("lapgan-mnist.toml", None),
+            ("lapgan-images.toml", Some("data.dir=\"x\"")),
+        ] {
+            let r = load(name, dir.as_slice()).unwrap();
+            let s = spec(&r, lapgan(&r)).unwrap();
+            let want = MlpConfig::new(r.data.channels, 100);
+            assert_eq!(s.base, BaseSpec::Mlp(want), "{name}");
+        }
+        for name in ["tiny/lapgan-mnist.toml", "tiny/lapgan-images.toml"] {
+            let r = load(name, &["data.dir=\"x\""]).unwrap();
+            assert!(matches!(lapgan(&r).base, BaseKind::Mlp), "{name}");
+        }
+        let e = load("lapgan-mnist.toml", &["model.base=\"conv\""])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mlp") && e.contains("dcgan"), "{e}");
+        // The resolved recipe records the choice, so it reloads to the same networks.
+        let r = load("lapgan-mnist.toml", &[]).unwrap();
+        let text = toml::to_string(&r).unwrap();
+        assert!(text.contains("base = \"mlp\""), "{text}");
+    }
+
+    struct Fixed(Batch);
+    impl BatchSource for Fixed {
+        fn next_batch(&mut self) -> Result<Batch> {
+            Ok(self.0.clone())
+        }
+        fn position(&self) -> u64 {
+            0
+        }
+    }
+
+    /// Two steps of the tiny MLP-base recipe: (scalars of each step, the stream's next value).
+    fn run(overrides: &[&str]) -> (Vec<Scalars>, f32) {
+        let r = load("tiny/lapgan-mnist.toml", overrides).unwrap();
+        let dev = Device::Cpu;
+        let mut step = LapganStep::new(&r, lapgan(&r), &dev).unwrap();
+        let mut data = StepRng::new(5, "data");
+        let images =
+            Tensor::from_vec(data.uniform_vec(8 * 32 * 32, -1., 1.), (8, 1, 32, 32), &dev).unwrap();
+        let labels = Tensor::zeros(8, DType::U32, &dev).unwrap();
+        let mut src = Fixed(Batch { images, labels });
+        let mut rng = StepRng::new(1, "train");
+        let out = (0..2)
+            .map(|i| {
+                step.step(
+                    &mut src,
+                    &mut StepContext {
+                        rng: &mut rng,
+                        step: i,
+                        device: &dev,
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        (out, rng.normal_vec(1)[0])
+    }
+
+    #[test]
+    fn mlp_base_step_repeats_exactly_and_dropout_draws_from_the_step_stream() {
+        let (a, next_a) = run(&[]);
+        let (b, next_b) = run(&[]);
+        assert_eq!(a, b, "same seed, same losses");
+        assert_eq!(next_a, next_b);
+        assert!(a[1].iter().any(|(k, v)| *k == "loss_d_8" && v.is_finite()));
+        // Without dropout the stream is consumed differently (fewer draws) and D differs.
+        let (c, next_c) = run(&["model.base_dropout=0.0"]);
+        assert_ne!(next_a, next_c);
+        let d8 = |s: &[Scalars]| s[0].iter().find(|(k, _)| *k == "loss_d_8").unwrap().1;
+        assert_ne!(d8(&a), d8(&c));
+    }
 }

@@ -557,7 +557,7 @@ pub fn upscale(req: &UpscaleRequest) -> Result<(Vec<PathBuf>, Vec<UpscaleScore>)
     let out_dir = req
         .out
         .clone()
-        .unwrap_or_else(|| super::style::run_root(&dir).join("upscaled"));
+        .unwrap_or_else(|| crate::fit::layout::run_of(&dir).join("upscaled"));
     let suffix = format!("_x{s}");
     let outs = super::style::output_paths(&files, &out_dir, &suffix)?;
     let bar = if req.quiet {

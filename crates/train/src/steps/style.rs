@@ -494,23 +494,6 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The run directory a model directory belongs to (`RUN/final` → `RUN`,
-/// `RUN/checkpoints/step-N` → `RUN`).
-pub(crate) fn run_root(model_dir: &Path) -> PathBuf {
-    if model_dir
-        .file_name()
-        .is_some_and(|n| n == "final" || n == "best")
-    {
-        model_dir.parent().map(Path::to_path_buf)
-    } else {
-        model_dir
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-    }
-    .unwrap_or_else(|| model_dir.to_path_buf())
-}
-
 /// `out/<stem>.png` for each input, refusing two inputs with the same stem.
 pub(crate) fn output_paths(files: &[PathBuf], out: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     let mut seen = std::collections::HashSet::new();
@@ -566,7 +549,7 @@ pub fn stylize(req: &StylizeRequest) -> Result<Vec<PathBuf>> {
     let out_dir = req
         .out
         .clone()
-        .unwrap_or_else(|| run_root(&dir).join("stylized"));
+        .unwrap_or_else(|| crate::fit::layout::run_of(&dir).join("stylized"));
     let outs = output_paths(&files, &out_dir, "")?;
     let bar = if req.quiet {
         indicatif::ProgressBar::hidden()
