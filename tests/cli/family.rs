@@ -225,7 +225,8 @@ fn lapgan_trains_resumes_and_samples_each_level_side_by_side() {
     let bg =
         candle_core::safetensors::load(run.join("final/base_generator.safetensors"), &dev).unwrap();
     assert_eq!(bg["main.0.weight"].dims(), [32, 16]);
-    assert_eq!(bg["main.4.weight"].dims(), [64, 32]);
+    assert_eq!(bg["main.1.running_var"].dims(), [32]); // BatchNorm1d after the first Linear
+    assert_eq!(bg["main.6.weight"].dims(), [64, 32]);
     let bd = candle_core::safetensors::load(run.join("final/base_discriminator.safetensors"), &dev)
         .unwrap();
     assert_eq!(bd["main.0.weight"].dims(), [16, 64]);

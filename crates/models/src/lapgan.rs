@@ -370,33 +370,44 @@ impl Dense {
 /// The MLP base generator: z `[B, nz]` (⊕ one-hot label) → image `[B, C, S, S]` in [−1, 1].
 ///
 /// Parameters are named as the PyTorch module
-/// `main = nn.Sequential(nn.Linear(nz + K, g_hidden), nn.ReLU(), nn.Linear(g_hidden, g_hidden),
-/// nn.ReLU(), nn.Linear(g_hidden, C·S·S), nn.Tanh())`, i.e. `main.0.*`, `main.2.*`, `main.4.*`.
+/// `main = nn.Sequential(nn.Linear(nz + K, g_hidden), nn.BatchNorm1d(g_hidden), nn.ReLU(),
+/// nn.Linear(g_hidden, g_hidden), nn.BatchNorm1d(g_hidden), nn.ReLU(), nn.Linear(g_hidden, C·S·S),
+/// nn.Tanh())`, i.e. `main.0.*`, `main.1.*` (γ, β, running statistics), `main.3.*`, `main.4.*`,
+/// `main.6.*`. eyescream's coarse generator has no batch norm; without it this MLP collapsed to
+/// one 8×8 image for every z within a few hundred Adam steps on MNIST (`runs/bench-lapgan-mlp`,
+/// BENCHMARKS.md), the failure Radford et al. cite batch norm in the generator against.
 /// eyescream's output layer is linear; easel's images live in [−1, 1] like every other easel
 /// generator's tanh output, so a tanh closes the stack.
 #[derive(Debug, Clone)]
 pub struct MlpGenerator {
     l0: Dense,
-    l2: Dense,
-    l4: Dense,
+    bn1: BatchNorm2d,
+    l3: Dense,
+    bn4: BatchNorm2d,
+    l6: Dense,
     cfg: MlpConfig,
 }
 
 impl MlpGenerator {
-    /// Builds the network under `vb` (`main.0`, `main.2`, `main.4`).
+    /// Builds the network under `vb` (`main.0`, `main.1`, `main.3`, `main.4`, `main.6`).
     pub fn new(cfg: &MlpConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let vb = vb.pp("main");
+        // nn.BatchNorm1d's defaults: γ = 1, β = 0.
+        let bn = |i: usize| BatchNorm2d::new(cfg.g_hidden, Init::Const(1.0), vb.pp(i));
         Ok(Self {
             l0: Dense::new(cfg.nz + cfg.num_classes, cfg.g_hidden, vb.pp(0))?,
-            l2: Dense::new(cfg.g_hidden, cfg.g_hidden, vb.pp(2))?,
-            l4: Dense::new(cfg.g_hidden, cfg.image_len(), vb.pp(4))?,
+            bn1: bn(1)?,
+            l3: Dense::new(cfg.g_hidden, cfg.g_hidden, vb.pp(3))?,
+            bn4: bn(4)?,
+            l6: Dense::new(cfg.g_hidden, cfg.image_len(), vb.pp(6))?,
             cfg: cfg.clone(),
         })
     }
 
-    /// Images `[B, C, S, S]` for z `[B, nz]` (and labels `[B]` when conditional).
-    pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+    /// Images `[B, C, S, S]` for z `[B, nz]` (and labels `[B]` when conditional); `mode` is the
+    /// batch norms' (batch statistics in training, running statistics for sampling).
+    pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>, mode: BnMode) -> Result<Tensor> {
         let c = &self.cfg;
         let b = z.dim(0)?;
         if z.dims() != [b, c.nz] {
@@ -410,9 +421,15 @@ impl MlpGenerator {
             Some(oh) => Tensor::cat(&[z, &oh], 1)?, // [B, nz + K]
             None => z.clone(),                      // [B, nz]
         };
-        let x = ops::relu(&self.l0.forward(&x)?)?; // [B, g_hidden]
-        let x = ops::relu(&self.l2.forward(&x)?)?; // [B, g_hidden]
-        let x = ops::tanh(&self.l4.forward(&x)?)?; // [B, C·S·S]
+        let h = c.g_hidden;
+        // BatchNorm1d on [B, H] is BatchNorm2d on [B, H, 1, 1].
+        let bn_relu = |x: &Tensor, bn: &BatchNorm2d| -> Result<Tensor> {
+            bn.forward_act(&x.reshape((b, h, 1, 1))?, mode, Some(ops::Activation::Relu))?
+                .reshape((b, h))
+        };
+        let x = bn_relu(&self.l0.forward(&x)?, &self.bn1)?; // [B, g_hidden]
+        let x = bn_relu(&self.l3.forward(&x)?, &self.bn4)?; // [B, g_hidden]
+        let x = ops::tanh(&self.l6.forward(&x)?)?; // [B, C·S·S]
         x.reshape((b, c.channels, c.image_size, c.image_size)) // [B, C, S, S], PyTorch's view order
     }
 
@@ -563,11 +580,11 @@ impl BaseGenerator {
             Self::Mlp(g) => g.config().num_classes,
         }
     }
-    /// Images `[B, C, S, S]` for z `[B, nz]`; `mode` matters only to the DCGAN's batch norm.
+    /// Images `[B, C, S, S]` for z `[B, nz]`; `mode` is the batch norms'.
     pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>, mode: BnMode) -> Result<Tensor> {
         match self {
             Self::Dcgan(g) => g.forward_labels(z, labels, mode),
-            Self::Mlp(g) => g.forward(z, labels),
+            Self::Mlp(g) => g.forward(z, labels, mode),
         }
     }
 }
@@ -741,17 +758,26 @@ mod tests {
             let g = MlpGenerator::new(&cfg, gs.var_builder()).unwrap();
             let ds = ParamStore::new(&dev, 1);
             let d = MlpDiscriminator::new(&cfg, ds.var_builder()).unwrap();
-            // nn.Sequential indices: Linear 0, ReLU 1, Linear 2, ReLU 3, Linear 4, Tanh 5.
+            // nn.Sequential indices: Linear 0, BatchNorm1d 1, ReLU 2, Linear 3, BatchNorm1d 4,
+            // ReLU 5, Linear 6, Tanh 7.
             let s = |n: &str, d: &[usize]| (n.to_string(), d.to_vec());
             assert_eq!(
                 sorted_names(&gs),
                 [
                     s("main.0.bias", &[12]),
                     s("main.0.weight", &[12, 5 + classes]),
-                    s("main.2.bias", &[12]),
-                    s("main.2.weight", &[12, 12]),
-                    s("main.4.bias", &[3 * 64]),
-                    s("main.4.weight", &[3 * 64, 12]),
+                    s("main.1.bias", &[12]),
+                    s("main.1.running_mean", &[12]),
+                    s("main.1.running_var", &[12]),
+                    s("main.1.weight", &[12]),
+                    s("main.3.bias", &[12]),
+                    s("main.3.weight", &[12, 12]),
+                    s("main.4.bias", &[12]),
+                    s("main.4.running_mean", &[12]),
+                    s("main.4.running_var", &[12]),
+                    s("main.4.weight", &[12]),
+                    s("main.6.bias", &[3 * 64]),
+                    s("main.6.weight", &[3 * 64, 12]),
                 ]
             );
             // Linear 0, LeakyReLU 1, Dropout 2, Linear 3, LeakyReLU 4, Dropout 5, Linear 6.
@@ -769,14 +795,14 @@ mod tests {
             let z = Tensor::randn(0f32, 1., (2, 5), &dev).unwrap();
             let l = Tensor::new(&[3u32, 0], &dev).unwrap();
             let labels = (classes > 0).then_some(&l);
-            let x = g.forward(&z, labels).unwrap();
+            let x = g.forward(&z, labels, BnMode::Train).unwrap();
             assert_eq!(x.dims(), [2, 3, 8, 8]);
             let m = x.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
             assert!(m.to_scalar::<f32>().unwrap() <= 1.0, "tanh output");
             assert_eq!(d.forward(&x, labels, None).unwrap().dims(), [2]);
             // Wrong label use is refused with the reason.
             let wrong = if classes > 0 { None } else { Some(&l) };
-            let e = g.forward(&z, wrong).unwrap_err().to_string();
+            let e = g.forward(&z, wrong, BnMode::Train).unwrap_err().to_string();
             assert!(
                 e.contains("needs labels") || e.contains("unconditional"),
                 "{e}"
@@ -791,7 +817,11 @@ mod tests {
         let g = MlpGenerator::new(&cfg, ParamStore::new(&dev, 0).var_builder()).unwrap();
         let d = MlpDiscriminator::new(&cfg, ParamStore::new(&dev, 1).var_builder()).unwrap();
         let e = g
-            .forward(&Tensor::zeros((2, 6), DType::F32, &dev).unwrap(), None)
+            .forward(
+                &Tensor::zeros((2, 6), DType::F32, &dev).unwrap(),
+                None,
+                BnMode::Train,
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("[B, 5]") && e.contains("[2, 6]"), "{e}");
@@ -804,7 +834,11 @@ mod tests {
         let l = Tensor::new(&[0u32, 1, 1], &dev).unwrap();
         let e = MlpGenerator::new(&mlp_cfg(2), ParamStore::new(&dev, 0).var_builder())
             .unwrap()
-            .forward(&Tensor::zeros((2, 5), DType::F32, &dev).unwrap(), Some(&l))
+            .forward(
+                &Tensor::zeros((2, 5), DType::F32, &dev).unwrap(),
+                Some(&l),
+                BnMode::Train,
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("labels of shape [2]"), "{e}");
@@ -880,12 +914,40 @@ mod tests {
         };
         let (gw0, gw2, gw4) = (w(3, 4, 0.1), w(3, 3, 0.07), w(4, 3, 0.09));
         let (gb0, gb2, gb4) = (vec![0.1, -0.2, 0.05], vec![0.0, 0.3, -0.1], vec![0.2; 4]);
+        // Batch norms (sampling mode): γ, β, running mean and variance per hidden unit.
+        let bn1 = [
+            vec![1.2, 0.8, 1.0],
+            vec![0.1, 0.0, -0.1],
+            vec![0.05, -0.02, 0.0],
+            vec![0.5, 2.0, 1.0],
+        ];
+        let bn4 = [
+            vec![0.9, 1.1, 1.3],
+            vec![0.0, 0.2, 0.1],
+            vec![0.01, 0.03, -0.04],
+            vec![1.5, 0.7, 0.9],
+        ];
+        let bn = |v: Vec<f64>, p: &[Vec<f64>; 4]| -> Vec<f64> {
+            // PyTorch BatchNorm1d.eval(): γ·(x − running_mean)/√(running_var + 1e-5) + β.
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| p[0][i] * (x - p[2][i]) / (p[3][i] + 1e-5).sqrt() + p[1][i])
+                .collect()
+        };
         let (dw0, dw3, dw6) = (w(3, 6, 0.08), w(3, 3, 0.06), w(1, 3, 0.1));
         let (db0, db3, db6) = (vec![-0.1, 0.2, 0.0], vec![0.05, -0.3, 0.1], vec![0.02]);
         let mut gt = HashMap::new();
-        for (n, wt, b) in [("0", &gw0, &gb0), ("2", &gw2, &gb2), ("4", &gw4, &gb4)] {
+        for (n, wt, b) in [("0", &gw0, &gb0), ("3", &gw2, &gb2), ("6", &gw4, &gb4)] {
             gt.insert(format!("main.{n}.weight"), t2(wt));
             gt.insert(format!("main.{n}.bias"), t1(b));
+        }
+        for (n, p) in [("1", &bn1), ("4", &bn4)] {
+            for (k, v) in ["weight", "bias", "running_mean", "running_var"]
+                .iter()
+                .zip(p)
+            {
+                gt.insert(format!("main.{n}.{k}"), t1(v));
+            }
         }
         let g = MlpGenerator::new(&cfg, VarBuilder::from_tensors(gt, DType::F32, &dev)).unwrap();
         let mut dt = HashMap::new();
@@ -900,7 +962,7 @@ mod tests {
         let labels = [1u32, 0];
         let z = t2(&zs.iter().map(|r| r.to_vec()).collect::<Vec<_>>());
         let l = Tensor::new(&labels, &dev).unwrap();
-        let x = g.forward(&z, Some(&l)).unwrap();
+        let x = g.forward(&z, Some(&l), BnMode::Eval).unwrap();
         let got: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
         let relu = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0)).collect::<Vec<_>>();
         let lrelu = |v: Vec<f64>| {
@@ -912,8 +974,8 @@ mod tests {
         for (zi, &li) in zs.iter().zip(&labels) {
             let mut inp = zi.to_vec();
             inp.extend((0..2).map(|c| if c == li as usize { 1.0 } else { 0.0 }));
-            let h = relu(affine(&gw0, &gb0, &inp));
-            let h = relu(affine(&gw2, &gb2, &h));
+            let h = relu(bn(affine(&gw0, &gb0, &inp), &bn1));
+            let h = relu(bn(affine(&gw2, &gb2, &h), &bn4));
             let y: Vec<f64> = affine(&gw4, &gb4, &h).into_iter().map(f64::tanh).collect();
             images.push(y);
         }
@@ -1011,7 +1073,9 @@ mod tests {
         assert_eq!(chain.image_shape(), [1, 16, 16]);
         let z = Tensor::randn(0f32, 1., (3, 5 + 256), &dev).unwrap();
         let levels = chain.generate_levels(&z, None, BnMode::Eval).unwrap();
-        let want = base.forward(&z.narrow(1, 0, 5).unwrap(), None).unwrap();
+        let want = base
+            .forward(&z.narrow(1, 0, 5).unwrap(), None, BnMode::Eval)
+            .unwrap();
         let diff = (&levels[0] - want)
             .unwrap()
             .abs()

@@ -57,6 +57,13 @@ pub struct Config {
     pub width: usize,
     /// Residual blocks (Johnson: 4; SRResNet: 16 in the paper, 5 in leftthomas/SRGAN).
     pub residual_blocks: usize,
+    /// Global residual learning (Kim et al., VDSR, CVPR 2016): the network predicts the
+    /// difference from a bicubic upsampling of its input, which the caller adds
+    /// ([`SrNet::upscale`] returns the difference then). The last convolution starts at zero, so
+    /// an untrained network gives exactly bicubic and training only has to improve on it.
+    /// Default `false` (the papers' networks).
+    #[serde(default)]
+    pub residual: bool,
 }
 
 impl Config {
@@ -67,6 +74,7 @@ impl Config {
             scale: 4,
             width: 64,
             residual_blocks: 4,
+            residual: false,
         }
     }
     /// Johnson et al.'s ×8 network.
@@ -83,6 +91,7 @@ impl Config {
             scale: 4,
             width: 64,
             residual_blocks: 16,
+            residual: false,
         }
     }
     /// Checks the values, naming the key on error.
@@ -101,6 +110,16 @@ impl Config {
     /// Number of ×2 upsampling layers.
     pub fn upsamplings(&self) -> usize {
         self.scale.trailing_zeros() as usize
+    }
+}
+
+/// The last convolution's weight init: PyTorch's default, or zero for a residual network (its
+/// bias starts at zero in either case).
+fn last_init(cfg: &Config, fan_in: usize) -> Init {
+    if cfg.residual {
+        Init::Const(0.)
+    } else {
+        torch_uniform(fan_in)
     }
 }
 
@@ -173,7 +192,7 @@ impl Johnson {
             bn1: bn(c, vb.pp("bn1"))?,
             res,
             up,
-            conv_out: ConvLayer::new(c, 3, 9, 1, vb.pp("conv_out"))?,
+            conv_out: ConvLayer::with_init(c, 3, 9, 1, last_init(cfg, c * 81), vb.pp("conv_out"))?,
         })
     }
 
@@ -247,7 +266,13 @@ impl Srresnet {
             res,
             mid: (conv(c, c, 3, mid.pp("0"))?, bn(c, mid.pp("1"))?),
             up,
-            tail: conv(c, 3, 9, last.pp(ups.to_string()))?,
+            tail: Conv2d::new(
+                c,
+                3,
+                Conv2dConfig::new(9, 1, 4),
+                last_init(cfg, c * 81),
+                last.pp(ups.to_string()),
+            )?,
         })
     }
 
@@ -321,7 +346,9 @@ impl SrNet {
         }
     }
 
-    /// easel's convention: [−1, 1] in, [−1, 1] out, `scale` times larger.
+    /// easel's convention: [−1, 1] in, [−1, 1] out, `scale` times larger. A residual network
+    /// ([`Config::residual`]) returns the difference from the bicubic upsampling instead (0 when
+    /// untrained), on the same scale.
     pub fn upscale(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
         self.forward(&x.affine(0.5, 0.5)?, mode)?.affine(2.0, -1.0)
     }
@@ -425,6 +452,7 @@ mod tests {
                 scale,
                 width: 4,
                 residual_blocks: 2,
+                residual: false,
             };
             let store = ParamStore::new(&dev, 0);
             let net = SrNet::new(&cfg, store.var_builder()).unwrap();

@@ -86,11 +86,23 @@ impl ConvLayer {
         stride: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
+        Self::with_init(c_in, c_out, k, stride, torch_uniform(c_in * k * k), vb)
+    }
+
+    /// [`ConvLayer::new`] with another weight initialisation.
+    pub(crate) fn with_init(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        init: Init,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let conv = Conv2d::new(
             c_in,
             c_out,
             Conv2dConfig::new(k, stride, 0),
-            torch_uniform(c_in * k * k),
+            init,
             vb.pp("conv2d"),
         )?;
         Ok(Self { conv, pad: k / 2 })

@@ -80,6 +80,7 @@ fn sr_networks_match_pytorch_in_eval_mode() {
             scale: 4,
             width: 4,
             residual_blocks: 2,
+            residual: false,
         };
         let net = SrNet::new(&cfg, store.var_builder()).unwrap();
         load(&store, &t, prefix);

@@ -77,6 +77,11 @@ pub struct SrRecipe {
     /// The perceptual layer (`relu2_2`).
     #[serde(default = "defaults::content_layer")]
     pub content_layer: String,
+    /// Global residual learning (VDSR): the network predicts the difference from the bicubic
+    /// upsampling of its input and starts at exactly bicubic (see
+    /// [`easel_models::sr::Config::residual`]). Default `false`.
+    #[serde(default)]
+    pub residual: bool,
     /// Start from the `generator.safetensors` of this model directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
@@ -115,6 +120,7 @@ impl SrRecipe {
             scale: self.scale,
             width: self.width,
             residual_blocks: self.residual_blocks,
+            residual: self.residual,
         }
     }
 
@@ -182,6 +188,17 @@ pub fn bicubic_resize(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         out.extend(dst.pixels().map(|p| p.0[0].clamp(0.0, 1.0) * 2.0 - 1.0));
     }
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
+}
+
+/// The super-resolved images of `lr` `[B, 3, h, w]` in [−1, 1]: the network's output, plus the
+/// bicubic upsampling of `lr` when the network is residual ([`easel_models::sr::Config::residual`]).
+/// `net_out` is the network's own output for `lr` (whole image or assembled tiles).
+pub fn add_bicubic(net: &SrNet, lr: &Tensor, net_out: Tensor) -> Result<Tensor> {
+    if !net.config().residual {
+        return Ok(net_out);
+    }
+    let (h, w) = (net_out.dim(2)?, net_out.dim(3)?);
+    Ok((net_out + bicubic_resize(lr, h, w)?.detach())?)
 }
 
 /// Builds the generator of a recipe with its store.
@@ -384,7 +401,7 @@ impl TrainStep for SrStep {
             self.preview_hr = Some(hr.narrow(0, 0, self.preview_count.min(b))?.copy()?);
         }
         let lr = self.downsample(&hr)?; // [B, 3, S/s, S/s]
-        let sr = self.net.upscale(&lr, BnMode::Train)?; // [B, 3, S, S], (−1, 1)
+        let sr = add_bicubic(&self.net, &lr, self.net.upscale(&lr, BnMode::Train)?)?; // [B, 3, S, S]
         let mut out: Scalars = Vec::new();
         // Discriminator first (on the detached output), as the DCGAN step does.
         if let Some(a) = &mut self.adversary {
@@ -435,7 +452,8 @@ impl TrainStep for SrStep {
         let lr = self.downsample(hr)?;
         let (h, w) = (hr.dim(2)?, hr.dim(3)?);
         let bic = bicubic_resize(&lr, h, w)?;
-        let sr = self.net.upscale(&lr, BnMode::Eval)?.clamp(-1f32, 1f32)?;
+        let sr = add_bicubic(&self.net, &lr, self.net.upscale(&lr, BnMode::Eval)?)?
+            .clamp(-1f32, 1f32)?;
         Ok(Tensor::cat(&[&bic, &sr, hr], 0)?)
     }
 
@@ -592,7 +610,8 @@ pub fn upscale(req: &UpscaleRequest) -> Result<(Vec<PathBuf>, Vec<UpscaleScore>)
                 img.h
             )));
         }
-        let y = upscale_tiled(&net, &x, req.tile, req.overlap)?.clamp(-1f32, 1f32)?;
+        let y = add_bicubic(&net, &x, upscale_tiled(&net, &x, req.tile, req.overlap)?)?
+            .clamp(-1f32, 1f32)?;
         crate::transfer::Image::from_tensor(&y)?.save(o)?;
         if let Some(hr) = hr {
             let bic = bicubic_resize(&x, hr.dim(2)?, hr.dim(3)?)?;
@@ -620,6 +639,61 @@ pub fn upscale(req: &UpscaleRequest) -> Result<(Vec<PathBuf>, Vec<UpscaleScore>)
 mod tests {
     use super::*;
 
+    /// A residual network starts as exactly bicubic upsampling (its last convolution is zero),
+    /// and its gradient still reaches every layer once that convolution moves.
+    #[test]
+    fn residual_network_starts_at_bicubic() {
+        let dev = Device::Cpu;
+        for arch in [Arch::Johnson, Arch::Srresnet] {
+            let cfg = Config {
+                arch,
+                scale: 4,
+                width: 4,
+                residual_blocks: 1,
+                residual: true,
+            };
+            let store = ParamStore::new(&dev, 3);
+            let net = SrNet::new(&cfg, store.var_builder()).unwrap();
+            let lr = Tensor::rand(-1f32, 1., (2, 3, 7, 9), &dev).unwrap();
+            let out = net.upscale(&lr, BnMode::Eval).unwrap();
+            assert_eq!(out.dims(), [2, 3, 28, 36]);
+            let zero = out
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(zero, 0.0, "{arch:?}: untrained residual is not 0");
+            let sr = add_bicubic(&net, &lr, out).unwrap();
+            let bic = bicubic_resize(&lr, 28, 36).unwrap();
+            let d = (sr - bic).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+            // Not residual: add_bicubic passes the output through unchanged.
+            let plain = SrNet::new(
+                &Config {
+                    residual: false,
+                    ..cfg.clone()
+                },
+                ParamStore::new(&dev, 3).var_builder(),
+            )
+            .unwrap();
+            let y = plain.upscale(&lr, BnMode::Eval).unwrap();
+            let y2 = add_bicubic(&plain, &lr, y.clone()).unwrap();
+            assert_eq!(
+                (y - y2)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap(),
+                0.0
+            );
+        }
+    }
+
     #[test]
     fn tiled_upscaling_equals_whole_image_upscaling() {
         let cfg = Config {
@@ -627,6 +701,7 @@ mod tests {
             scale: 4,
             width: 4,
             residual_blocks: 1,
+            residual: false,
         };
         let store = ParamStore::new(&Device::Cpu, 3);
         let net = SrNet::new(&cfg, store.var_builder()).unwrap();
