@@ -184,7 +184,8 @@ impl fmt::Display for Split {
     }
 }
 
-/// Which square to keep after the shorter side was resized to `image_size`.
+/// Which square to keep after the shorter side was resized to `image_size` (or, for
+/// `random-native`, from the image at its own scale).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Crop {
@@ -193,6 +194,10 @@ pub enum Crop {
     Center,
     /// A uniformly random square, drawn from the sample's augmentation seed.
     Random,
+    /// A uniformly random `image_size` square at the image's own scale (no resize), as
+    /// super-resolution training crops its patches (SRResNet's 96² crops of ImageNet); an image
+    /// whose shorter side is below `image_size` is resized up to it first.
+    RandomNative,
 }
 
 /// What to do with a file that cannot be decoded.

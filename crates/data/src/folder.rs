@@ -343,6 +343,7 @@ impl Dataset for Folder {
             match self.crop {
                 Crop::Center => "center",
                 Crop::Random => "random",
+                Crop::RandomNative => "random-native",
             }
         );
         if self.skipped_at_open > 0 {

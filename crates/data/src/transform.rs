@@ -148,7 +148,7 @@ fn resample_plane(
 fn crop_origin(rw: usize, rh: usize, size: usize, crop: Crop, aug_seed: u64) -> (usize, usize) {
     match crop {
         Crop::Center => ((rw - size) / 2, (rh - size) / 2),
-        Crop::Random => {
+        Crop::Random | Crop::RandomNative => {
             let mut r = rng::rng(&[aug_seed, 0x63726F70]); // "crop"
             (
                 rng::below(&mut r, rw - size + 1),
@@ -190,7 +190,11 @@ pub(crate) fn prepare(
             .collect(),
         _ => vec![img.data[..n].iter().map(|&v| v as f32).collect()],
     };
-    let (rw, rh) = resized_dims(w, h, size);
+    let (rw, rh) = if crop == Crop::RandomNative && w.min(h) >= size {
+        (w, h) // a window of the image as it is
+    } else {
+        resized_dims(w, h, size)
+    };
     let (ox, oy) = crop_origin(rw, rh, size, crop, aug_seed);
     let resized: Vec<Vec<f32>> = planes
         .iter()
@@ -303,6 +307,30 @@ mod tests {
             }
         }
         assert_eq!(seen, [true, true]);
+        // Native-scale crops are windows of the original pixels: with a 1×1 window of the 4×2
+        // image, every value is one of the 8 pixels, and all 8 positions occur.
+        let mut hits = std::collections::HashSet::new();
+        for seed in 0..200 {
+            let v = prepare(img, 1, 1, Crop::RandomNative, seed)[0];
+            let p = data
+                .iter()
+                .position(|&d| (normalize(d as f32) - v).abs() < 1e-6)
+                .expect("a native crop is an original pixel");
+            hits.insert((p % 4, data[p]));
+        }
+        assert_eq!(hits.len(), 4, "every column reached: {hits:?}");
+        // A 2×2 window keeps the pixels as they are (no resampling).
+        let w = prepare(img, 2, 1, Crop::RandomNative, 5);
+        let x0 = (0..3)
+            .find(|&x| (normalize(data[x] as f32) - w[0]).abs() < 1e-6)
+            .unwrap();
+        let want: Vec<f32> = [data[x0], data[x0 + 1], data[4 + x0], data[5 + x0]]
+            .iter()
+            .map(|&d| normalize(d as f32))
+            .collect();
+        close(&w, &want);
+        // Smaller than the window: resized up like `random`.
+        assert_eq!(prepare(img, 3, 1, Crop::RandomNative, 1).len(), 9);
     }
 
     #[test]
