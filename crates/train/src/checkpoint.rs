@@ -117,6 +117,37 @@ pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
         .map_err(|e| TrainError::Run(format!("writing {}: {e}", path.display())))
 }
 
+/// Loads `<dir>/<network>.safetensors` into `store` (every name and shape checked; errors name
+/// the file). The one way `sample`, `stylize`, `upscale` and `eval` rebuild a trained network.
+pub fn load_network(
+    dir: &Path,
+    network: &str,
+    store: &easel_nn::ParamStore,
+    device: &Device,
+) -> Result<()> {
+    let path = dir.join(format!("{network}.safetensors"));
+    let tensors = load_tensors(&path, device)?;
+    store
+        .load_tensors(&tensors)
+        .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))
+}
+
+/// [`load_network`], then the store's tensors detached from their variables, for building a
+/// network that only runs inference (it then records no autograd graph).
+pub fn load_for_inference(
+    dir: &Path,
+    network: &str,
+    store: &easel_nn::ParamStore,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    load_network(dir, network, store, device)?;
+    Ok(store
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach()))
+        .collect())
+}
+
 /// Loads a safetensors file onto `device`, naming the file in errors.
 pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     if !path.exists() {

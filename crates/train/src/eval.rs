@@ -1605,11 +1605,7 @@ pub fn classifier_accuracy(
     }
     let store = easel_nn::ParamStore::new(device, 0);
     let net = easel_models::classifier::Classifier::new(&cfg, store.var_builder())?;
-    let weights = dir.join(format!("{}.safetensors", crate::steps::classifier::NETWORK));
-    let tensors = checkpoint::load_tensors(&weights, device)?;
-    store
-        .load_tensors(&tensors)
-        .map_err(|e| TrainError::Run(format!("loading {}: {e}", weights.display())))?;
+    checkpoint::load_network(&dir, crate::steps::classifier::NETWORK, &store, device)?;
     let n = ds.len();
     let pb = bar(n as u64, quiet, "accuracy");
     let mut hits = 0.0;

@@ -708,12 +708,8 @@ pub fn load_checkpoint(step: &mut dyn TrainStep, dir: &Path) -> Result<TrainStat
         )));
     }
     for (name, store) in step.networks() {
-        let path = dir.join(format!("{name}.safetensors"));
         let device = store.device().clone();
-        let tensors = checkpoint::load_tensors(&path, &device)?;
-        store
-            .load_tensors(&tensors)
-            .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
+        checkpoint::load_network(dir, name, &store, &device)?;
     }
     let first_device = step
         .networks()

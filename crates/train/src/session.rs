@@ -481,22 +481,14 @@ pub fn load_generator(
         let spec = crate::steps::lapgan::spec(&recipe, m)?;
         let (g, stores) = crate::steps::lapgan::build_generator(&recipe, &spec, device)?;
         for (name, store) in stores {
-            let path = dir.join(format!("{name}.safetensors"));
-            let tensors = checkpoint::load_tensors(&path, device)?;
-            store
-                .load_tensors(&tensors)
-                .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
+            checkpoint::load_network(dir, name, &store, device)?;
         }
         return Ok((recipe, Box::new(g), spec.sample_mode));
     }
     match gan::spec(&recipe)? {
         Some(spec) => {
             let (g, store) = gan::build_generator(&recipe, &spec, device)?;
-            let path = dir.join("generator.safetensors");
-            let tensors = checkpoint::load_tensors(&path, device)?;
-            store
-                .load_tensors(&tensors)
-                .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
+            checkpoint::load_network(dir, "generator", &store, device)?;
             Ok((recipe, Box::new(g), spec.sample_mode))
         }
         None => Err(TrainError::Run(format!(

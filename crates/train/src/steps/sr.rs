@@ -219,15 +219,10 @@ pub fn load_sr(dir: &Path, device: &Device) -> Result<(Recipe, SrNet)> {
         )));
     };
     let (_, store) = build(&recipe, m, device)?;
-    let path = dir.join(format!("{NETWORK}.safetensors"));
-    let tensors = checkpoint::load_tensors(&path, device)?;
-    store
-        .load_tensors(&tensors)
-        .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
     // Plain tensors: inference records no autograd graph (batch norm in eval mode only reads its
     // running statistics).
-    let vb =
-        candle_nn::VarBuilder::from_tensors(super::style::detached(&store), DType::F32, device);
+    let tensors = checkpoint::load_for_inference(dir, NETWORK, &store, device)?;
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
     let net = SrNet::new(&m.config(), vb)?;
     Ok((recipe, net))
 }

@@ -222,24 +222,11 @@ pub fn load_transformer(dir: &Path, device: &Device) -> Result<(Recipe, Transfor
         )));
     };
     let (_, store) = build(&recipe, m, device)?;
-    let path = dir.join(format!("{NETWORK}.safetensors"));
-    let tensors = checkpoint::load_tensors(&path, device)?;
-    store
-        .load_tensors(&tensors)
-        .map_err(|e| TrainError::Run(format!("loading {}: {e}", path.display())))?;
     // Rebuild on plain (detached) tensors: inference then records no autograd graph.
-    let vb = candle_nn::VarBuilder::from_tensors(detached(&store), DType::F32, device);
+    let tensors = checkpoint::load_for_inference(dir, NETWORK, &store, device)?;
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
     let net = TransformerNet::new(&m.config(), vb)?;
     Ok((recipe, net))
-}
-
-/// The store's tensors, detached from their variables (for inference without a graph).
-pub(crate) fn detached(store: &ParamStore) -> HashMap<String, Tensor> {
-    store
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.detach()))
-        .collect()
 }
 
 /// The style network, its optimiser, the frozen VGG and the style targets.
