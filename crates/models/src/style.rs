@@ -29,6 +29,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use easel_nn::{layers2::reflection_pad2d, ops, Conv2d, Conv2dConfig, InstanceNorm2d};
+
+/// The ReLU fused into the instance norms before it.
+const RELU: Option<ops::Activation> = Some(ops::Activation::Relu);
 use serde::{Deserialize, Serialize};
 
 /// `TransformerNet` hyper-parameters.
@@ -154,7 +157,7 @@ impl ResidualBlock {
 
 impl Module for ResidualBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = ops::relu(&self.in1.forward(&self.conv1.forward(x)?)?)?; // [B, C, H, W]
+        let y = self.in1.forward_act(&self.conv1.forward(x)?, RELU)?; // [B, C, H, W]
         x + self.in2.forward(&self.conv2.forward(&y)?)?
     }
 }
@@ -228,14 +231,14 @@ impl TransformerNet {
                 x.dims()
             )
         }
-        let y = ops::relu(&self.in1.forward(&self.conv1.forward(x)?)?)?; // [B, w0, H, W]
-        let y = ops::relu(&self.in2.forward(&self.conv2.forward(&y)?)?)?; // [B, w1, ⌈H/2⌉, ⌈W/2⌉]
-        let mut y = ops::relu(&self.in3.forward(&self.conv3.forward(&y)?)?)?; // [B, w2, H/4, W/4] (ceil)
+        let y = self.in1.forward_act(&self.conv1.forward(x)?, RELU)?; // [B, w0, H, W]
+        let y = self.in2.forward_act(&self.conv2.forward(&y)?, RELU)?; // [B, w1, ⌈H/2⌉, ⌈W/2⌉]
+        let mut y = self.in3.forward_act(&self.conv3.forward(&y)?, RELU)?; // [B, w2, H/4, W/4] (ceil)
         for r in &self.res {
             y = r.forward(&y)?; // [B, w2, H/4, W/4]
         }
-        let y = ops::relu(&self.in4.forward(&self.deconv1.forward(&y)?)?)?; // [B, w1, 2·(H/4), …]
-        let y = ops::relu(&self.in5.forward(&self.deconv2.forward(&y)?)?)?; // [B, w0, 4·(H/4), …]
+        let y = self.in4.forward_act(&self.deconv1.forward(&y)?, RELU)?; // [B, w1, 2·(H/4), …]
+        let y = self.in5.forward_act(&self.deconv2.forward(&y)?, RELU)?; // [B, w0, 4·(H/4), …]
         self.deconv3.forward(&y) // [B, 3, 4·⌈⌈H/2⌉/2⌉, …]
     }
 
