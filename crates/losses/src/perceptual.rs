@@ -380,28 +380,12 @@ mod tests {
         assert!(e.contains("[1, 2, 2, 3]") && e.contains("[1, 3, 3]"), "{e}");
     }
 
-    /// Deterministic values in [-1, 1) (an LCG; candle's CPU RNG cannot be seeded), so a
-    /// finite-difference test sees the same inputs on every run.
-    fn uniform(dims: &[usize], seed: u64) -> Tensor {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let n: usize = dims.iter().product();
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
-
     /// Analytic gradients of every loss against central finite differences (f64).
     #[test]
     fn gradients_match_finite_differences() {
         let dev = Device::Cpu;
-        let x0 = (uniform(&[2, 3, 4, 5], 1) * 1.7).unwrap();
-        let target = (uniform(&[1, 3, 4, 5], 2) * 1.7).unwrap();
+        let x0 = (easel_nn::testing::uniform(&[2, 3, 4, 5], 1).unwrap() * 1.7).unwrap();
+        let target = (easel_nn::testing::uniform(&[1, 3, 4, 5], 2).unwrap() * 1.7).unwrap();
         let tg = |n: StyleNorm| gram_matrix(&target, n.gram_norm()).unwrap();
         type LossFn<'a> = Box<dyn Fn(&Tensor) -> Tensor + 'a>;
         let losses: Vec<(&str, LossFn)> = vec![

@@ -705,22 +705,6 @@ mod tests {
         assert_eq!("pool5".parse::<Tap>().unwrap().min_input_side(), 32);
     }
 
-    /// Deterministic values in [-1, 1) (an LCG; candle's CPU RNG cannot be seeded), so a
-    /// finite-difference test sees the same inputs on every run.
-    fn uniform(dims: &[usize], seed: u64) -> Tensor {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let n: usize = dims.iter().product();
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
-
     fn random_tensors(cfg: &Config, dt: DType, seed: u64) -> HashMap<String, Tensor> {
         // A deterministic pseudo-random generator (no candle RNG: it cannot be seeded on CPU).
         let mut state = seed
@@ -817,7 +801,7 @@ mod tests {
             let m = random_tensors(&cfg, DType::F64, 2);
             let vgg =
                 Vgg::new(&cfg, VarBuilder::from_tensors(m.clone(), DType::F64, &dev)).unwrap();
-            let x = uniform(&[2, 3, 37, 41], 5);
+            let x = easel_nn::testing::uniform(&[2, 3, 37, 41], 5).unwrap();
             let taps = vgg
                 .taps(&["relu5_4", "conv1_1", "pool2", "relu1_1", "relu3_2"])
                 .unwrap();
@@ -904,7 +888,7 @@ mod tests {
             widths: [3, 4, 4, 5, 5],
         };
         let m = random_tensors(&base, DType::F64, 3);
-        let x0 = uniform(&[2, 3, 20, 22], 7);
+        let x0 = easel_nn::testing::uniform(&[2, 3, 20, 22], 7).unwrap();
         // Fixed random projections so every element of every tap matters.
         let names = [
             "relu1_2", "conv2_1", "pool2", "relu3_4", "relu4_1", "relu5_4",
@@ -918,7 +902,7 @@ mod tests {
             let proj: Vec<Tensor> = probe
                 .iter()
                 .enumerate()
-                .map(|(i, t)| uniform(t.dims(), 100 + i as u64))
+                .map(|(i, t)| easel_nn::testing::uniform(t.dims(), 100 + i as u64).unwrap())
                 .collect();
             let loss = |x: &Tensor| -> Tensor {
                 let f = vgg.features(x, &taps).unwrap();

@@ -19,6 +19,7 @@ pub mod ops;
 pub mod pyramid;
 pub mod spectral;
 mod store;
+pub mod testing;
 
 pub use layers::{
     BatchNorm2d, BnMode, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig,

@@ -27,26 +27,10 @@ fn critic() -> (Discriminator, ParamStore) {
     (d, store)
 }
 
-/// Deterministic values in [-1, 1) (an LCG; candle's CPU RNG cannot be seeded), so a
-/// finite-difference test sees the same inputs on every run.
-fn uniform(dims: &[usize], seed: u64) -> Tensor {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: usize = dims.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-}
-
 fn inputs() -> (Tensor, Tensor, Tensor) {
     let dev = Device::Cpu;
-    let real = (uniform(&[3, 2, 16, 16], 1) * 1.7).unwrap();
-    let fake = (uniform(&[3, 2, 16, 16], 2) * 1.7).unwrap();
+    let real = (easel_nn::testing::uniform(&[3, 2, 16, 16], 1).unwrap() * 1.7).unwrap();
+    let fake = (easel_nn::testing::uniform(&[3, 2, 16, 16], 2).unwrap() * 1.7).unwrap();
     let alpha = Tensor::new(&[0.2f64, 0.5, 0.9], &dev)
         .unwrap()
         .reshape((3, 1, 1, 1))
