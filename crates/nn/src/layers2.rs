@@ -135,48 +135,10 @@ pub fn instance_norm_act(
     out.y.reshape((b, c, h, w))
 }
 
-/// Source index of every output position of a reflection pad of `n` values by `before`/`after`
-/// (the edge value is not repeated: `[a b c d]` padded by 2 is `[c b a b c d c b]`).
-fn reflect_indices(n: usize, before: usize, after: usize) -> Vec<u32> {
-    (0..before + n + after)
-        .map(|i| {
-            let j = i as i64 - before as i64;
-            let r = if j < 0 {
-                -j
-            } else if j >= n as i64 {
-                2 * (n as i64 - 1) - j
-            } else {
-                j
-            };
-            r as u32
-        })
-        .collect()
-}
-
 /// Reflection padding of `x` `[B, C, H, W]` by `(left, right, top, bottom)` (PyTorch
-/// `F.pad(x, (l, r, t, b), mode="reflect")`): each pad must be smaller than the padded dimension.
-/// Output `[B, C, H + t + b, W + l + r]`. The backward (candle's index-select gradient) adds the
-/// gradient of every copy to its source pixel.
+/// `F.pad(x, (l, r, t, b), mode="reflect")`); see [`ops::reflection_pad2d`].
 pub fn reflection_pad2d(x: &Tensor, pad: (usize, usize, usize, usize)) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let (l, r, t, b) = pad;
-    if l >= w.max(1) || r >= w.max(1) || t >= h.max(1) || b >= h.max(1) {
-        candle_core::bail!(
-            "reflection padding (left {l}, right {r}, top {t}, bottom {b}) must be smaller than \
-             the input's width and height, got input of shape {:?}",
-            x.dims()
-        )
-    }
-    let mut y = x.clone();
-    if t + b > 0 {
-        let idx = Tensor::new(reflect_indices(h, t, b), x.device())?;
-        y = y.index_select(&idx, 2)?;
-    }
-    if l + r > 0 {
-        let idx = Tensor::new(reflect_indices(w, l, r), x.device())?;
-        y = y.index_select(&idx, 3)?;
-    }
-    Ok(y)
+    ops::reflection_pad2d(x, pad)
 }
 
 /// `nn.ReflectionPad2d(p)`: the same padding `p` on every side.

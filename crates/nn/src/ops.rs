@@ -10,7 +10,7 @@
 //!   candle's `max_pool2d`/`upsample_nearest2d` backward bugs by construction).
 //!
 //! The generic path is also used on CPU when
-//! - `EASEL_NN_GENERIC_OPS` is `1` (every op) or lists op families, e.g. `act,norm,pool` (read
+//! - `EASEL_NN_GENERIC_OPS` is `1` (every op) or lists op families, e.g. `act,norm,pool,pad` (read
 //!   once per process; for A/B measurements), or
 //! - for batch norm and max-pooling, `CANDLE_GRAD_DO_NOT_DETACH=1` asks for second-order
 //!   gradients, since those two kernels' backward passes are not themselves differentiable (the
@@ -26,7 +26,7 @@ use candle_core::{DType, Result, Tensor, D};
 pub use crate::kernels::act::Activation;
 pub use crate::kernels::conv::{Conv2dParams, ConvTranspose2dParams};
 pub use crate::kernels::pool::Pool2d;
-use crate::kernels::{act, conv, norm, pool};
+use crate::kernels::{act, conv, norm, pad, pool};
 
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|s| !s.is_empty() && s != "0")
@@ -323,6 +323,68 @@ pub fn upsample_nearest2d(x: &Tensor, target_h: usize, target_w: usize) -> Resul
     } else {
         upsample_nearest2d_generic(x, fh, fw)
     }
+}
+
+/// Reflection padding of `x` `[B, C, H, W]` by `(left, right, top, bottom)` (PyTorch
+/// `F.pad(x, (l, r, t, b), mode="reflect")`): output `[B, C, H + t + b, W + l + r]`; each pad
+/// must be smaller than the side it pads (the edge is not repeated: `[a b c d]` padded by 2 is
+/// `[c b a b c d c b]`). The gradient of every copy is added to its source pixel.
+pub fn reflection_pad2d(x: &Tensor, pad: (usize, usize, usize, usize)) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (left, right, top, bottom) = pad;
+    let p = pad::Pad4 {
+        left,
+        right,
+        top,
+        bottom,
+    };
+    p.check(h, w, &format!("reflection_pad2d of input {:?}", x.dims()))?;
+    if left + right + top + bottom == 0 {
+        return Ok(x.clone());
+    }
+    if cpu_kernel_for(x, "pad") {
+        x.contiguous()?.apply_op1(pad::ReflectionPad2dOp(p))
+    } else {
+        reflection_pad2d_generic(x, pad)
+    }
+}
+
+/// Source index of every output position of a reflection pad of `n` values by `before`/`after`
+/// (the edge value is not repeated: `[a b c d]` padded by 2 is `[c b a b c d c b]`).
+fn reflect_indices(n: usize, before: usize, after: usize) -> Vec<u32> {
+    (0..before + n + after)
+        .map(|i| {
+            let j = i as i64 - before as i64;
+            let r = if j < 0 {
+                -j
+            } else if j >= n as i64 {
+                2 * (n as i64 - 1) - j
+            } else {
+                j
+            };
+            r as u32
+        })
+        .collect()
+}
+
+/// [`reflection_pad2d`] with candle's ops (any device): two index-selects, whose backward
+/// (candle's index-select gradient) adds the gradient of every copy to its source pixel.
+pub(crate) fn reflection_pad2d_generic(
+    x: &Tensor,
+    pad: (usize, usize, usize, usize),
+) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (l, r, t, b) = pad;
+    let mut y = x.clone();
+    if t + b > 0 {
+        let idx = Tensor::new(reflect_indices(h, t, b), x.device())?;
+        y = y.index_select(&idx, 2)?;
+    }
+    if l + r > 0 {
+        let idx = Tensor::new(reflect_indices(w, l, r), x.device())?;
+        y = y.index_select(&idx, 3)?;
+    }
+    Ok(y)
 }
 
 /// Pads dim `dim` of `x` with `before`/`after` copies of `value`.

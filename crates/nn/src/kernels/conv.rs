@@ -435,6 +435,8 @@ impl<'a, T: Copy> View<'a, T> {
 /// The element types the kernels run on (f32, f64).
 trait Elem: WithDType + Default {
     const ONE: Self;
+    /// `self·a + b`, fused (one rounding) where the caller was compiled with FMA.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// Runs `f` on a scratch buffer of `len` elements owned by the current thread (contents
     /// unspecified). Falls back to a fresh buffer if the thread's is already in use.
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
@@ -447,6 +449,10 @@ macro_rules! elem {
         }
         impl Elem for $t {
             const ONE: Self = 1.0;
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
+            }
             fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
                 $tls.with(|cell| match cell.try_borrow_mut() {
                     Ok(mut buf) => {
@@ -982,6 +988,8 @@ fn transpose<T: Elem>(a: &[T], rows: usize, cols: usize) -> Vec<T> {
 // ---------------------------------------------------------------------------------------------
 // Kernels
 
+mod direct;
+
 /// The output-side operand `Ȳ` (`O × nb·pn`, entry `(o, j)`) of a block as a strided view of
 /// `v`, when its columns are evenly spaced: one image with linear planes, or one position per
 /// image. Returns (offset, o stride, column stride).
@@ -1006,6 +1014,14 @@ fn out_view<T: Copy>(
 
 /// `y = conv(x, w)`, contiguous `[N, O, OH, OW]`; `w` contiguous `[O, K]`.
 fn forward<T: Elem>(g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
+    if direct::applies(g, &x) {
+        return direct::forward(g, x, w);
+    }
+    forward_gemm(g, x, w)
+}
+
+/// [`forward`] through im2col + GEMM.
+fn forward_gemm<T: Elem>(g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
     let (p, k, o) = (g.p(), g.k(), g.o);
     let len = g.n * o * p;
     if len == 0 {

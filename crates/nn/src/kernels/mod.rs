@@ -7,5 +7,6 @@ pub mod act;
 pub mod conv;
 pub mod norm;
 pub mod optim;
+pub mod pad;
 pub mod pool;
 pub mod real;

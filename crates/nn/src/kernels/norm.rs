@@ -228,20 +228,21 @@ fn sum_gx<T: Real>(g: &[T], z: &[T], x: &[T], mean: T, d: impl Fn(T, T) -> T + C
     (s64, q64)
 }
 
-/// Per-channel sums `Σ f(block)` of `[B, C, H·W]` data: every image's `C` blocks in parallel
-/// (contiguous reads), then the images' partial sums added in order, so the result does not depend
+/// Per-channel sums `Σ f(block)` of `[B, C, H·W]` data: all `B·C` blocks in parallel (contiguous
+/// reads; a batch of one image — instance norm's `[1, B·C, H, W]` view — still uses every thread),
+/// then each channel's per-image partial sums added in image order, so the result does not depend
 /// on the number of threads.
 fn per_channel_sums(
     b: usize,
     c: usize,
     f: impl Fn(usize, usize) -> (f64, f64) + Sync + Send,
 ) -> Vec<(f64, f64)> {
-    let parts: Vec<Vec<(f64, f64)>> = (0..b)
+    let parts: Vec<(f64, f64)> = (0..b * c)
         .into_par_iter()
-        .map(|bi| (0..c).map(|ch| f(bi, ch)).collect())
+        .map(|i| f(i / c.max(1), i % c.max(1)))
         .collect();
     let mut acc = vec![(0.0, 0.0); c];
-    for p in parts {
+    for p in parts.chunks(c.max(1)) {
         for (a, v) in acc.iter_mut().zip(p) {
             a.0 += v.0;
             a.1 += v.1;

@@ -1060,3 +1060,87 @@ fn pooling_rejects_bad_geometry() {
     )
     .is_err());
 }
+
+#[test]
+fn reflection_pad_kernel_matches_generic_and_finite_differences() {
+    use crate::kernels::pad::{Pad4, ReflectionPad2dGrad, ReflectionPad2dOp};
+    let dot = |a: &Tensor, b: &Tensor| {
+        (a * b)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    // (shape, (left, right, top, bottom)): odd sides, one-sided, asymmetric, the largest pads.
+    type Case<'a> = (&'a [usize], (usize, usize, usize, usize));
+    let cases: [Case; 5] = [
+        (&[2, 3, 5, 7], (1, 1, 1, 1)),
+        (&[1, 2, 6, 5], (4, 4, 5, 5)),
+        (&[3, 1, 4, 9], (0, 3, 2, 0)),
+        (&[1, 4, 2, 2], (1, 0, 0, 1)),
+        (&[2, 2, 9, 3], (2, 1, 4, 3)),
+    ];
+    for (i, &(d, pad)) in cases.iter().enumerate() {
+        let what = format!("{d:?} pad {pad:?}");
+        let x = rand_t(d, 200 + i as u64, DType::F32);
+        let want = reflection_pad2d_generic(&x, pad).unwrap();
+        assert_close(&reflection_pad2d(&x, pad).unwrap(), &want, 0.0, &what);
+        // A non-contiguous input gives the same result.
+        let xt = x
+            .transpose(2, 3)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .transpose(2, 3)
+            .unwrap();
+        assert_close(&reflection_pad2d(&xt, pad).unwrap(), &want, 0.0, &what);
+        let (_, g0) = grads(
+            &|t| reflection_pad2d_generic(&t[0], pad).unwrap(),
+            std::slice::from_ref(&x),
+            7,
+        );
+        let (_, g1) = grads(
+            &|t| reflection_pad2d(&t[0], pad).unwrap(),
+            std::slice::from_ref(&x),
+            7,
+        );
+        assert_close(&g1[0], &g0[0], 1e-6, &what);
+        // f64: the op and its backward op against finite differences, and adjointness.
+        let (left, right, top, bottom) = pad;
+        let p = Pad4 {
+            left,
+            right,
+            top,
+            bottom,
+        };
+        let x = x.to_dtype(DType::F64).unwrap();
+        check_fd(
+            &|t| t[0].apply_op1(ReflectionPad2dOp(p)).unwrap(),
+            std::slice::from_ref(&x),
+            3,
+            &what,
+        );
+        let px = x.apply_op1(ReflectionPad2dOp(p)).unwrap();
+        let y = rand_t(px.dims(), 9, DType::F64);
+        let pty = y.apply_op1(ReflectionPad2dGrad(p)).unwrap();
+        assert!((dot(&px, &y) - dot(&x, &pty)).abs() < 1e-10, "{what}");
+        check_fd(
+            &|t| t[0].apply_op1(ReflectionPad2dGrad(p)).unwrap(),
+            &[y],
+            3,
+            &what,
+        );
+    }
+    // Pads as large as the side they reflect are refused on both paths, naming the shape.
+    let x = rand_t(&[1, 1, 3, 4], 1, DType::F32);
+    for e in [
+        reflection_pad2d(&x, (4, 0, 0, 0)).unwrap_err().to_string(),
+        reflection_pad2d(&x, (0, 0, 0, 3)).unwrap_err().to_string(),
+    ] {
+        assert!(
+            e.contains("[1, 1, 3, 4]") && e.contains("smaller than"),
+            "{e}"
+        );
+    }
+}

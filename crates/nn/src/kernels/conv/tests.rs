@@ -918,3 +918,103 @@ fn weight_gradient_is_bitwise_reproducible() {
         }
     }
 }
+
+#[test]
+fn direct_kernel_matches_direct_loops_and_gemm_path() {
+    // The direct kernel (O ≤ 4, stride 1, no padding): every instruction-set variant this CPU
+    // has, rows with and without a tail segment (widths around the 24- and 64-wide segments),
+    // rectangular kernels, f32 and f64; against the f64 loops and the im2col + GEMM path.
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for i in 0..24u64 {
+        let (kh, kw) = (rng.random_range(2..10), rng.random_range(2..10));
+        let k = Case {
+            n: rng.random_range(1..3),
+            c: rng.random_range(1..5),
+            o: 1 + (i as usize % direct::MAX_O),
+            h: kh + rng.random_range(0..5),
+            w: kw - 1 + [16, 23, 24, 25, 63, 64, 65, 90][i as usize % 8],
+            kh,
+            kw,
+            s: 1,
+            p: 0,
+            d: 1,
+        };
+        let out = k.out();
+        let g = Geom::new(
+            "test",
+            k.spec(),
+            (k.n, k.c, k.h, k.w),
+            (k.o, k.kh, k.kw),
+            out,
+        )
+        .unwrap();
+        for dt in [DType::F32, DType::F64] {
+            let tol = if dt == DType::F32 { 1e-4 } else { 1e-10 };
+            // A narrowed input: rows longer than the image (row stride ≠ width), an offset.
+            let xs = rand_t(&[k.n, k.c, k.h, k.w + 3], 300 + i, dt)
+                .narrow(3, 1, k.w)
+                .unwrap();
+            let w = rand_t(&k.w_dims(), 400 + i, dt);
+            let want = naive_fwd(&k, &flat(&xs), &flat(&w), out);
+            let what = format!("{k:?} {dt:?}");
+            let y = conv2d(&xs, &w, k.params()).unwrap();
+            assert_close_v(&flat(&y), &want, tol, &what);
+            let (xstore, xl) = xs.storage_and_layout();
+            let (wstore, _) = w.storage_and_layout();
+            let (candle_core::Storage::Cpu(xc), candle_core::Storage::Cpu(wc)) =
+                (&*xstore, &*wstore)
+            else {
+                panic!("CPU tensors")
+            };
+            macro_rules! each {
+                ($t:ty) => {{
+                    let view = View::new(xc.as_slice::<$t>().unwrap(), xl);
+                    assert!(direct::applies(&g, &view), "{what}");
+                    let wv = wc.as_slice::<$t>().unwrap();
+                    let gemm: Vec<f64> = forward_gemm(&g, view, wv)
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect();
+                    assert_close_v(&gemm, &want, tol, &what);
+                    for isa in direct::Isa::available() {
+                        let y: Vec<f64> = direct::forward_on(isa, &g, view, wv)
+                            .iter()
+                            .map(|&v| v as f64)
+                            .collect();
+                        assert_close_v(&y, &want, tol, &format!("{what} {isa:?}"));
+                    }
+                }};
+            }
+            if dt == DType::F32 {
+                each!(f32)
+            } else {
+                each!(f64)
+            }
+        }
+    }
+    // Column-strided inputs, five output channels, stride 2 or zero padding take the GEMM path.
+    let view = |st: [usize; 4]| View {
+        data: &[] as &[f32],
+        off: 0,
+        st,
+    };
+    let geom = |o, s, p| {
+        Geom::new(
+            "test",
+            Spec::new(s, p, 1, "test").unwrap(),
+            (1, 2, 20, 40),
+            (o, 3, 3),
+            {
+                let sp = Spec::new(s, p, 1, "test").unwrap();
+                sp.out_hw(20, 40, 3, 3).unwrap()
+            },
+        )
+        .unwrap()
+    };
+    let rows = view([1600, 800, 40, 1]);
+    assert!(direct::applies(&geom(3, 1, 0), &rows));
+    assert!(!direct::applies(&geom(3, 1, 0), &view([1600, 800, 1, 20])));
+    assert!(!direct::applies(&geom(5, 1, 0), &rows));
+    assert!(!direct::applies(&geom(3, 2, 0), &rows));
+    assert!(!direct::applies(&geom(3, 1, 1), &rows));
+}
