@@ -78,10 +78,9 @@ impl Module for Conv2d {
             padding: c.padding,
             dilation: c.dilation,
         };
-        let y = ops::conv2d(x, &self.weight, p)?;
         match &self.bias {
-            None => Ok(y),
-            Some(b) => y.broadcast_add(&ops::param(b).reshape((1, b.dim(0)?, 1, 1))?),
+            None => ops::conv2d(x, &self.weight, p),
+            Some(b) => ops::conv2d_bias(x, &self.weight, b, p),
         }
     }
 }

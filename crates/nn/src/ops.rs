@@ -495,6 +495,18 @@ pub fn conv2d(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     }
 }
 
+/// [`conv2d`] plus a bias `b` `[O]` (PyTorch `F.conv2d(x, w, b)`): on the CPU kernels the bias is
+/// added inside the convolution; elsewhere candle's conv2d and a broadcast add.
+pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    let (w, b) = (&param(w), &param(b));
+    if cpu_kernel(x) && conv::supports(x, w) && b.dtype() == x.dtype() && b.device().is_cpu() {
+        conv::conv2d_bias(x, w, b, p)
+    } else {
+        x.conv2d(w, p.padding, p.stride, p.dilation, 1)?
+            .broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)
+    }
+}
+
 /// Transposed convolution (PyTorch `conv_transpose2d`): `x` `[N, Ci, H, W]`, `w`
 /// `[Ci, Co, KH, KW]` → `[N, Co, (H−1)·stride − 2·padding + dilation·(KH−1) + output_padding + 1,
 /// …]`. Dispatched like [`conv2d`] (candle's `Tensor::conv_transpose2d` off the CPU).

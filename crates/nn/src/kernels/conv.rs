@@ -85,7 +85,9 @@
 use std::cell::RefCell;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+};
 use rayon::prelude::*;
 
 /// Columns (images × output positions) a GEMM block aims for when images are small.
@@ -201,6 +203,32 @@ pub fn conv2d(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
         ))
     })?;
     x.apply_op2(w, Conv2dOp { s, out })
+}
+
+/// [`conv2d`] plus a bias `b` `[O]` broadcast over every output position, added inside the
+/// kernel (no separate pass, no extra graph node); differentiable in all three arguments.
+pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    let s = Spec::new(p.stride, p.padding, p.dilation, "conv2d")?;
+    let (_, c, h, wd) = dims4(x, "conv2d", "input")?;
+    let (o, cw, kh, kw) = dims4(w, "conv2d", "weight")?;
+    if c != cw || b.dims() != [o] {
+        bail!(
+            "conv2d: input {:?}, weight {:?} and bias {:?} do not fit together (expected a bias \
+             of shape [{o}] and {cw} input channels)",
+            x.dims(),
+            w.dims(),
+            b.dims()
+        )
+    }
+    let out = s.out_hw(h, wd, kh, kw).ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "conv2d: kernel {kh}×{kw} (dilation {}) does not fit input {:?} with padding {}",
+            s.d,
+            x.dims(),
+            s.p
+        ))
+    })?;
+    x.apply_op3(w, &b.contiguous()?, Conv2dBiasOp(Conv2dOp { s, out }))
 }
 
 /// Transposed convolution (PyTorch `conv_transpose2d`): `x` `[N, Ci, H, W]`, `w`
@@ -1013,15 +1041,16 @@ fn out_view<T: Copy>(
 }
 
 /// `y = conv(x, w)`, contiguous `[N, O, OH, OW]`; `w` contiguous `[O, K]`.
-fn forward<T: Elem>(g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
+fn forward<T: Elem>(g: &Geom, x: View<T>, w: &[T], bias: Option<&[T]>) -> Vec<T> {
     if direct::applies(g, &x) {
-        return direct::forward(g, x, w);
+        return direct::forward(g, x, w, bias);
     }
-    forward_gemm(g, x, w)
+    forward_gemm(g, x, w, bias)
 }
 
-/// [`forward`] through im2col + GEMM.
-fn forward_gemm<T: Elem>(g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
+/// [`forward`] through im2col + GEMM. A bias is added by each task to the block it has just
+/// written (still in cache), not in a separate pass.
+fn forward_gemm<T: Elem>(g: &Geom, x: View<T>, w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (p, k, o) = (g.p(), g.k(), g.o);
     let len = g.n * o * p;
     if len == 0 {
@@ -1083,6 +1112,23 @@ fn forward_gemm<T: Elem>(g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
                                 yp.get().add(((n0 + b) * o + oc) * p + p0),
                                 pn,
                             )
+                        }
+                    }
+                }
+            }
+            if let Some(bias) = bias {
+                for b in 0..nb {
+                    for (oc, &bv) in bias.iter().enumerate() {
+                        // SAFETY: as above: this task's positions of image n0 + b, channel oc,
+                        // initialised just now.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                yp.get().add(((n0 + b) * o + oc) * p + p0),
+                                pn,
+                            )
+                        };
+                        for v in row {
+                            *v += bv;
                         }
                     }
                 }
@@ -1432,7 +1478,7 @@ impl Conv2dOp {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.geom(lx, lw)?;
         let w = weight_matrix(w, lw);
-        let y = forward(&g, View::new(x, lx), &w);
+        let y = forward(&g, View::new(x, lx), &w, None);
         Ok((
             T::to_cpu_storage_owned(y),
             Shape::from((g.n, g.o, g.oh, g.ow)),
@@ -1491,6 +1537,82 @@ impl CustomOp2 for Conv2dOp {
             None
         };
         Ok((gx, gw))
+    }
+}
+
+/// `conv2d(x, w) + b` in one op: the bias is added inside the forward kernel (see
+/// [`forward_gemm`]); its gradient is `Σ_{n,h,w} ȳ`.
+#[derive(Debug, Clone, Copy)]
+struct Conv2dBiasOp(Conv2dOp);
+
+impl Conv2dBiasOp {
+    fn run<T: Elem>(
+        &self,
+        (x, lx): (&[T], &Layout),
+        (w, lw): (&[T], &Layout),
+        (b, lb): (&[T], &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0.geom(lx, lw)?;
+        let bias = match (lb.dims(), lb.contiguous_offsets()) {
+            (&[o], Some((s, e))) if o == g.o => &b[s..e],
+            (d, _) => bail!(
+                "{}: the bias must be a contiguous [{}] tensor, got shape {d:?}",
+                self.name(),
+                g.o
+            ),
+        };
+        let w = weight_matrix(w, lw);
+        let y = forward(&g, View::new(x, lx), &w, Some(bias));
+        Ok((
+            T::to_cpu_storage_owned(y),
+            Shape::from((g.n, g.o, g.oh, g.ow)),
+        ))
+    }
+}
+
+impl CustomOp3 for Conv2dBiasOp {
+    fn name(&self) -> &'static str {
+        "easel-conv2d-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        match s1.dtype() {
+            DType::F32 => {
+                let (x, w) = storage_pair::<f32>(name, s1, s2)?;
+                let (_, b) = storage_pair::<f32>(name, s1, s3)?;
+                self.run((x, l1), (w, l2), (b, l3))
+            }
+            DType::F64 => {
+                let (x, w) = storage_pair::<f64>(name, s1, s2)?;
+                let (_, b) = storage_pair::<f64>(name, s1, s3)?;
+                self.run((x, l1), (w, l2), (b, l3))
+            }
+            dt => bail!("{name}: supports f32 and f64, got {dt:?}"),
+        }
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw) = self.0.bwd(x, w, y, gy)?;
+        let gb = if b.track_op() {
+            Some(gy.sum((0, 2, 3))?)
+        } else {
+            None
+        };
+        Ok((gx, gw, gb))
     }
 }
 

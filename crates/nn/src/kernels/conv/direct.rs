@@ -37,13 +37,20 @@ pub(super) fn applies<T: Elem>(g: &Geom, x: &View<T>) -> bool {
         && (x.st[3] == 1 || g.w <= 1)
 }
 
-/// `y = conv(x, w)`, contiguous `[N, O, OH, OW]`; `w` contiguous `[O, C·KH·KW]`.
-pub(super) fn forward<T: Elem>(g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
-    forward_on(Isa::detect(), g, x, w)
+/// `y = conv(x, w) [+ bias]`, contiguous `[N, O, OH, OW]`; `w` contiguous `[O, C·KH·KW]`,
+/// `bias` `[O]` (the sums start from it).
+pub(super) fn forward<T: Elem>(g: &Geom, x: View<T>, w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    forward_on(Isa::detect(), g, x, w, bias)
 }
 
 /// [`forward`] with the row kernel compiled for `isa` (which the CPU must support).
-pub(super) fn forward_on<T: Elem>(isa: Isa, g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
+pub(super) fn forward_on<T: Elem>(
+    isa: Isa,
+    g: &Geom,
+    x: View<T>,
+    w: &[T],
+    bias: Option<&[T]>,
+) -> Vec<T> {
     let (p, o) = (g.p(), g.o);
     let len = g.n * o * p;
     if len == 0 {
@@ -51,6 +58,10 @@ pub(super) fn forward_on<T: Elem>(isa: Isa, g: &Geom, x: View<T>, w: &[T]) -> Ve
     }
     let mut y: Vec<T> = Vec::with_capacity(len);
     let yp = SharedMut(y.spare_capacity_mut().as_mut_ptr().cast::<T>());
+    let mut b0 = [T::zero(); MAX_O];
+    if let Some(bias) = bias {
+        b0[..o].copy_from_slice(&bias[..o]);
+    }
     // One task per (image, output row); rayon splits the range over its threads.
     (0..g.n * g.oh)
         .into_par_iter()
@@ -62,10 +73,10 @@ pub(super) fn forward_on<T: Elem>(isa: Isa, g: &Geom, x: View<T>, w: &[T]) -> Ve
             unsafe {
                 let row0 = yp.get().add(n * o * p + oh * g.ow);
                 match o {
-                    1 => isa.row::<T, 1>(g, &x, w, (n, oh), row0, p),
-                    2 => isa.row::<T, 2>(g, &x, w, (n, oh), row0, p),
-                    3 => isa.row::<T, 3>(g, &x, w, (n, oh), row0, p),
-                    _ => isa.row::<T, 4>(g, &x, w, (n, oh), row0, p),
+                    1 => isa.row::<T, 1>(g, &x, (w, &b0), (n, oh), row0, p),
+                    2 => isa.row::<T, 2>(g, &x, (w, &b0), (n, oh), row0, p),
+                    3 => isa.row::<T, 3>(g, &x, (w, &b0), (n, oh), row0, p),
+                    _ => isa.row::<T, 4>(g, &x, (w, &b0), (n, oh), row0, p),
                 }
             }
         });
@@ -133,7 +144,7 @@ impl Isa {
         self,
         g: &Geom,
         x: &View<T>,
-        w: &[T],
+        w: (&[T], &[T; MAX_O]),
         at: (usize, usize),
         out: *mut T,
         plane: usize,
@@ -159,7 +170,7 @@ impl Isa {
 unsafe fn row_avx512<T: Elem, const O: usize>(
     g: &Geom,
     x: &View<T>,
-    w: &[T],
+    w: (&[T], &[T; MAX_O]),
     at: (usize, usize),
     out: *mut T,
     plane: usize,
@@ -175,7 +186,7 @@ unsafe fn row_avx512<T: Elem, const O: usize>(
 unsafe fn row_avx2<T: Elem, const O: usize>(
     g: &Geom,
     x: &View<T>,
-    w: &[T],
+    w: (&[T], &[T; MAX_O]),
     at: (usize, usize),
     out: *mut T,
     plane: usize,
@@ -184,7 +195,7 @@ unsafe fn row_avx2<T: Elem, const O: usize>(
     unsafe { row::<T, O, 24, true>(g, x, w, at, out, plane) }
 }
 
-/// Output row `oh` of image `n` for all `O` channels, in segments of `TW` pixels (the last one
+/// Output row `oh` of image `n` for all `O` channels (sums starting from `bias`), in segments of `TW` pixels (the last one
 /// shorter). `FMA` selects fused multiply-adds (only where the caller enabled the feature;
 /// otherwise `mul_add` would be a library call).
 ///
@@ -195,7 +206,7 @@ unsafe fn row_avx2<T: Elem, const O: usize>(
 unsafe fn row<T: Elem, const O: usize, const TW: usize, const FMA: bool>(
     g: &Geom,
     x: &View<T>,
-    w: &[T],
+    (w, bias): (&[T], &[T; MAX_O]),
     (n, oh): (usize, usize),
     out: *mut T,
     plane: usize,
@@ -205,6 +216,9 @@ unsafe fn row<T: Elem, const O: usize, const TW: usize, const FMA: bool>(
     while ow0 < g.ow {
         let tw = (g.ow - ow0).min(TW);
         let mut acc = [[T::zero(); TW]; O];
+        for (a, &b) in acc.iter_mut().zip(bias) {
+            a.fill(b);
+        }
         for c in 0..g.c {
             let base = x.plane(n, c) + oh * x.st[2] + ow0;
             let wc = c * kk;

@@ -971,17 +971,30 @@ fn direct_kernel_matches_direct_loops_and_gemm_path() {
                     let view = View::new(xc.as_slice::<$t>().unwrap(), xl);
                     assert!(direct::applies(&g, &view), "{what}");
                     let wv = wc.as_slice::<$t>().unwrap();
-                    let gemm: Vec<f64> = forward_gemm(&g, view, wv)
+                    let gemm: Vec<f64> = forward_gemm(&g, view, wv, None)
                         .iter()
                         .map(|&v| v as f64)
                         .collect();
                     assert_close_v(&gemm, &want, tol, &what);
                     for isa in direct::Isa::available() {
-                        let y: Vec<f64> = direct::forward_on(isa, &g, view, wv)
+                        let y: Vec<f64> = direct::forward_on(isa, &g, view, wv, None)
                             .iter()
                             .map(|&v| v as f64)
                             .collect();
                         assert_close_v(&y, &want, tol, &format!("{what} {isa:?}"));
+                        // With a bias: every value of output channel oc shifted by bias[oc].
+                        let bias: Vec<$t> = (0..k.o).map(|oc| 0.5 - oc as $t).collect();
+                        let per = want.len() / (k.n * k.o);
+                        let shifted: Vec<f64> = want
+                            .iter()
+                            .enumerate()
+                            .map(|(j, v)| v + bias[(j / per) % k.o] as f64)
+                            .collect();
+                        let y: Vec<f64> = direct::forward_on(isa, &g, view, wv, Some(&bias))
+                            .iter()
+                            .map(|&v| v as f64)
+                            .collect();
+                        assert_close_v(&y, &shifted, tol, &format!("{what} {isa:?} bias"));
                     }
                 }};
             }
@@ -1017,4 +1030,101 @@ fn direct_kernel_matches_direct_loops_and_gemm_path() {
     assert!(!direct::applies(&geom(5, 1, 0), &rows));
     assert!(!direct::applies(&geom(3, 2, 0), &rows));
     assert!(!direct::applies(&geom(3, 1, 1), &rows));
+}
+
+#[test]
+fn fused_bias_matches_conv_plus_broadcast_add() {
+    // conv2d_bias(x, w, b) = conv2d(x, w) + b[o] at every position; gradients of all three
+    // against the unfused ops and (f64) finite differences. Shapes cover the GEMM path (direct
+    // tiles, batched blocks, split images) and the direct kernel (O ≤ 4, stride 1, no padding).
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut cases: Vec<Case> = (0..12).map(|_| Case::random(&mut rng, false)).collect();
+    for (o, w) in [(3, 40), (1, 17), (4, 70)] {
+        cases.push(Case {
+            n: 2,
+            c: 3,
+            o,
+            h: 6,
+            w,
+            kh: 3,
+            kw: 5,
+            s: 1,
+            p: 0,
+            d: 1,
+        });
+    }
+    for (i, k) in cases.iter().enumerate() {
+        let i = i as u64;
+        for dt in [DType::F32, DType::F64] {
+            let tol = if dt == DType::F32 { 1e-5 } else { 1e-12 };
+            let x = rand_t(&k.x_dims(), 500 + i, dt);
+            let w = rand_t(&k.w_dims(), 600 + i, dt);
+            let b = rand_t(&[k.o], 700 + i, dt);
+            let fused = |t: &[Tensor]| conv2d_bias(&t[0], &t[1], &t[2], k.params()).unwrap();
+            let plain = |t: &[Tensor]| {
+                conv2d(&t[0], &t[1], k.params())
+                    .unwrap()
+                    .broadcast_add(&t[2].reshape((1, k.o, 1, 1)).unwrap())
+                    .unwrap()
+            };
+            let vars: Vec<Var> = [&x, &w, &b]
+                .iter()
+                .map(|t| Var::from_tensor(t).unwrap())
+                .collect();
+            let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+            let (yf, yp) = (fused(&ts), plain(&ts));
+            let what = format!("{k:?} {dt:?}");
+            assert_close(&yf, &yp, tol, &what);
+            let r = rand_t(yf.dims(), 800 + i, dt);
+            let gf = (&yf * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gp = (&yp * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (t, name) in ts.iter().zip(["x", "w", "b"]) {
+                assert_close(
+                    gf.get(t).unwrap(),
+                    gp.get(t).unwrap(),
+                    tol,
+                    &format!("∂{name} {what}"),
+                );
+            }
+            if dt == DType::F64 && i % 4 == 0 {
+                // The bias gradient against central differences (x and w share Conv2dOp's
+                // backward, checked by `gradients_match_finite_differences`).
+                let loss = |bb: &Tensor| {
+                    (fused(&[x.clone(), w.clone(), bb.clone()]) * &r)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap()
+                };
+                let gb = flat(gf.get(&ts[2]).unwrap());
+                let bv = flat(&b);
+                for j in 0..k.o {
+                    let h = 1e-6;
+                    let mut up = bv.clone();
+                    up[j] += h;
+                    let mut dn = bv.clone();
+                    dn[j] -= h;
+                    let t = |v: Vec<f64>| Tensor::from_vec(v, k.o, &CPU).unwrap();
+                    let fd = (loss(&t(up)) - loss(&t(dn))) / (2.0 * h);
+                    assert!(
+                        (fd - gb[j]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                        "∂b[{j}] {what}: {fd} vs {}",
+                        gb[j]
+                    );
+                }
+            }
+        }
+    }
+    let x = rand_t(&[1, 2, 5, 5], 1, DType::F32);
+    let w = rand_t(&[3, 2, 3, 3], 2, DType::F32);
+    let e = conv2d_bias(
+        &x,
+        &w,
+        &rand_t(&[4], 3, DType::F32),
+        Conv2dParams::new(1, 0),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("[4]") && e.contains("[3]"), "{e}");
 }
