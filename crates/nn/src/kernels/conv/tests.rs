@@ -1086,7 +1086,7 @@ fn fused_bias_matches_conv_plus_broadcast_add() {
                     &format!("∂{name} {what}"),
                 );
             }
-            if dt == DType::F64 && i % 4 == 0 {
+            if dt == DType::F64 && i.is_multiple_of(4) {
                 // The bias gradient against central differences (x and w share Conv2dOp's
                 // backward, checked by `gradients_match_finite_differences`).
                 let loss = |bb: &Tensor| {
