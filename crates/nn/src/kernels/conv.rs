@@ -1477,8 +1477,17 @@ impl Conv2dOp {
         lw: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.geom(lx, lw)?;
+        self.run_geom(&g, View::new(x, lx), (w, lw), None)
+    }
+    fn run_geom<T: Elem>(
+        &self,
+        g: &Geom,
+        x: View<T>,
+        (w, lw): (&[T], &Layout),
+        bias: Option<&[T]>,
+    ) -> Result<(CpuStorage, Shape)> {
         let w = weight_matrix(w, lw);
-        let y = forward(&g, View::new(x, lx), &w, None);
+        let y = forward(g, x, &w, bias);
         Ok((
             T::to_cpu_storage_owned(y),
             Shape::from((g.n, g.o, g.oh, g.ow)),
@@ -1561,12 +1570,7 @@ impl Conv2dBiasOp {
                 g.o
             ),
         };
-        let w = weight_matrix(w, lw);
-        let y = forward(&g, View::new(x, lx), &w, Some(bias));
-        Ok((
-            T::to_cpu_storage_owned(y),
-            Shape::from((g.n, g.o, g.oh, g.ow)),
-        ))
+        self.0.run_geom(&g, View::new(x, lx), (w, lw), Some(bias))
     }
 }
 

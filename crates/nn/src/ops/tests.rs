@@ -48,6 +48,16 @@ fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
     }
 }
 
+/// `⟨a, b⟩` of two f64 tensors of the same shape.
+fn dot(a: &Tensor, b: &Tensor) -> f64 {
+    (a * b)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 /// Gradients of `Σ w·f(inputs)` w.r.t. every input, with `w` a fixed random tensor.
 fn grads(f: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], seed: u64) -> (Tensor, Vec<Tensor>) {
     let vars: Vec<Var> = inputs
@@ -972,14 +982,6 @@ fn upsample_matches_candle_forward_and_finite_differences() {
 fn linear_backward_ops_are_adjoints() {
     // ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ for average pooling and upsampling: their backward ops (and the
     // backward ops' own backward, used for second-order gradients) are exact.
-    let dot = |a: &Tensor, b: &Tensor| {
-        (a * b)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
     let x = rand_t(&[2, 3, 7, 9], 1, DType::F64);
     for &(k, s, p) in &GEOMS {
         let g = Pool2d {
@@ -1064,14 +1066,6 @@ fn pooling_rejects_bad_geometry() {
 #[test]
 fn reflection_pad_kernel_matches_generic_and_finite_differences() {
     use crate::kernels::pad::{Pad4, ReflectionPad2dGrad, ReflectionPad2dOp};
-    let dot = |a: &Tensor, b: &Tensor| {
-        (a * b)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
     // (shape, (left, right, top, bottom)): odd sides, one-sided, asymmetric, the largest pads.
     type Case<'a> = (&'a [usize], (usize, usize, usize, usize));
     let cases: [Case; 5] = [
