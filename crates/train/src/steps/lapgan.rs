@@ -547,13 +547,18 @@ mod tests {
             BaseSpec::Dcgan(c) => assert_eq!((c.image_size, c.nz, c.ngf, c.ndf), (8, 100, 64, 64)),
             b => panic!("old recipes must keep the DCGAN base, got {b:?}"),
         }
-        for (name, dir) in [
-            ("lapgan-mnist.toml", None),
-            ("lapgan-images.toml", Some("data.dir=\"x\"")),
+        // lapgan-mnist is class-conditional (MNIST's 10 classes, which training fills in from
+        // the labels), lapgan-images is not.
+        for (name, overrides, classes) in [
+            ("lapgan-mnist.toml", "model.num_classes=10", 10),
+            ("lapgan-images.toml", "data.dir=\"x\"", 0),
         ] {
-            let r = load(name, dir.as_slice()).unwrap();
+            let r = load(name, &[overrides]).unwrap();
             let s = spec(&r, lapgan(&r)).unwrap();
-            let want = MlpConfig::new(r.data.channels, 100);
+            let want = MlpConfig {
+                num_classes: classes,
+                ..MlpConfig::new(r.data.channels, 100)
+            };
             assert_eq!(s.base, BaseSpec::Mlp(want), "{name}");
         }
         for name in ["tiny/lapgan-mnist.toml", "tiny/lapgan-images.toml"] {
