@@ -184,6 +184,26 @@ pub fn supports(x: &Tensor, w: &Tensor) -> bool {
 /// `conv2d(x, w)`: `x` `[N, C, H, W]`, `w` `[O, C, KH, KW]` → `[N, O, OH, OW]`, differentiable in
 /// both arguments (CPU, f32/f64; see [`supports`]).
 pub fn conv2d(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    x.apply_op2(w, conv2d_op(x, w, p)?)
+}
+
+/// [`conv2d`] plus a bias `b` `[O]` broadcast over every output position, added inside the
+/// kernel (no separate pass, no extra graph node); differentiable in all three arguments.
+pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    let op = conv2d_op(x, w, p)?;
+    let o = w.dim(0)?;
+    if b.dims() != [o] {
+        bail!(
+            "conv2d: bias {:?} must have shape [{o}] for weight {:?}",
+            b.dims(),
+            w.dims()
+        )
+    }
+    x.apply_op3(w, &b.contiguous()?, Conv2dBiasOp(op))
+}
+
+/// The checked geometry of `conv2d(x, w)`: channels agree and the kernel fits.
+fn conv2d_op(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Conv2dOp> {
     let s = Spec::new(p.stride, p.padding, p.dilation, "conv2d")?;
     let (_, c, h, wd) = dims4(x, "conv2d", "input")?;
     let (_, cw, kh, kw) = dims4(w, "conv2d", "weight")?;
@@ -202,33 +222,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
             s.p
         ))
     })?;
-    x.apply_op2(w, Conv2dOp { s, out })
-}
-
-/// [`conv2d`] plus a bias `b` `[O]` broadcast over every output position, added inside the
-/// kernel (no separate pass, no extra graph node); differentiable in all three arguments.
-pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-    let s = Spec::new(p.stride, p.padding, p.dilation, "conv2d")?;
-    let (_, c, h, wd) = dims4(x, "conv2d", "input")?;
-    let (o, cw, kh, kw) = dims4(w, "conv2d", "weight")?;
-    if c != cw || b.dims() != [o] {
-        bail!(
-            "conv2d: input {:?}, weight {:?} and bias {:?} do not fit together (expected a bias \
-             of shape [{o}] and {cw} input channels)",
-            x.dims(),
-            w.dims(),
-            b.dims()
-        )
-    }
-    let out = s.out_hw(h, wd, kh, kw).ok_or_else(|| {
-        candle_core::Error::Msg(format!(
-            "conv2d: kernel {kh}×{kw} (dilation {}) does not fit input {:?} with padding {}",
-            s.d,
-            x.dims(),
-            s.p
-        ))
-    })?;
-    x.apply_op3(w, &b.contiguous()?, Conv2dBiasOp(Conv2dOp { s, out }))
+    Ok(Conv2dOp { s, out })
 }
 
 /// Transposed convolution (PyTorch `conv_transpose2d`): `x` `[N, Ci, H, W]`, `w`
