@@ -292,9 +292,10 @@ impl Generator {
         let mut x = input.reshape((b, input.dim(1)?, 1, 1))?; // [B, nz (+ classes), 1, 1]
         for (conv, bn) in &self.hidden {
             // [B, ngf·2^(stages-1), base, base] on the first stage, then channels halve and size doubles
-            x = bn.forward_act(&conv.forward(&x)?, mode, Some(ops::Activation::Relu))?;
+            // (convᵀ → batch norm → ReLU, one fused op on the CPU kernels)
+            x = conv.forward_bn_act(&x, bn, mode, Some(ops::Activation::Relu))?;
         }
-        ops::tanh(&self.out.forward(&x)?) // [B, C, S, S]
+        self.out.forward_act(&x, Some(ops::Activation::Tanh)) // [B, C, S, S]
     }
 
     /// The configuration it was built from.
@@ -337,6 +338,23 @@ impl DConv {
         match self {
             DConv::Plain(c) => c.forward(x),
             DConv::Spectral(c) => c.forward_t(x, mode == BnMode::Train),
+        }
+    }
+    /// `act(bn(conv(x)))` (batch norm optional): fused into one op for a plain convolution.
+    fn forward_bn_act(
+        &self,
+        x: &Tensor,
+        bn: Option<&BatchNorm2d>,
+        mode: BnMode,
+        act: ops::Activation,
+    ) -> Result<Tensor> {
+        match (self, bn) {
+            (DConv::Plain(c), Some(bn)) => c.forward_bn_act(x, bn, mode, Some(act)),
+            (DConv::Plain(c), None) => c.forward_act(x, Some(act)),
+            (DConv::Spectral(_), Some(bn)) => {
+                bn.forward_act(&self.forward(x, mode)?, mode, Some(act))
+            }
+            (DConv::Spectral(_), None) => ops::activation(&self.forward(x, mode)?, act),
         }
     }
 }
@@ -434,13 +452,11 @@ impl Discriminator {
             }
             _ => x.clone(),
         };
-        let mut x = ops::leaky_relu(&self.first.forward(&input, mode)?, slope)?; // [B, ndf, S/2, S/2]
+        let lrelu = ops::Activation::LeakyRelu(slope);
+        let mut x = self.first.forward_bn_act(&input, None, mode, lrelu)?; // [B, ndf, S/2, S/2]
         for (conv, bn) in &self.hidden {
-            let y = conv.forward(&x, mode)?; // channels double, size halves
-            x = match bn {
-                Some(bn) => bn.forward_act(&y, mode, Some(ops::Activation::LeakyRelu(slope)))?,
-                None => ops::leaky_relu(&y, slope)?,
-            };
+            // channels double, size halves (conv → [batch norm →] LeakyReLU, one fused op on CPU)
+            x = conv.forward_bn_act(&x, bn.as_ref(), mode, lrelu)?;
         }
         let logit = self.out.forward(&x, mode)?.reshape(b)?; // [B, 1, 1, 1] → [B]
         match (&self.embed, &labels) {

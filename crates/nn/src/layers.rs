@@ -70,14 +70,53 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    fn params(&self) -> ops::Conv2dParams {
+        ops::Conv2dParams {
+            stride: self.cfg.stride,
+            padding: self.cfg.padding,
+            dilation: self.cfg.dilation,
+        }
+    }
+
+    /// `act(self(x))`: one fused op on the CPU kernels when the layer has no bias (see
+    /// [`ops::conv2d_norm_act`]).
+    pub fn forward_act(&self, x: &Tensor, act: Option<ops::Activation>) -> Result<Tensor> {
+        if self.bias.is_some() {
+            let y = self.forward(x)?;
+            return match act {
+                Some(a) => ops::activation(&y, a),
+                None => Ok(y),
+            };
+        }
+        Ok(ops::conv2d_norm_act(x, &self.weight, self.params(), None, act)?.y)
+    }
+
+    /// `act(bn(self(x)))` with `bn` in `mode` — DCGAN's block. In the training modes a layer
+    /// without bias runs as one fused op on the CPU kernels ([`ops::conv2d_norm_act`]); the
+    /// running statistics are updated as by [`BatchNorm2d::forward_act`].
+    pub fn forward_bn_act(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm2d,
+        mode: BnMode,
+        act: Option<ops::Activation>,
+    ) -> Result<Tensor> {
+        if self.bias.is_some() {
+            return bn.forward_act(&self.forward(x)?, mode, act);
+        }
+        bn.forward_after(
+            mode,
+            act,
+            |b| ops::conv2d_norm_act(x, &self.weight, self.params(), Some(b), act),
+            || self.forward(x),
+        )
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = &self.cfg;
-        let p = ops::Conv2dParams {
-            stride: c.stride,
-            padding: c.padding,
-            dilation: c.dilation,
-        };
+        let p = self.params();
         match &self.bias {
             None => ops::conv2d(x, &self.weight, p),
             Some(b) => ops::conv2d_bias(x, &self.weight, b, p),
@@ -145,16 +184,52 @@ impl ConvTranspose2d {
     }
 }
 
+impl ConvTranspose2d {
+    fn params(&self) -> ops::ConvTranspose2dParams {
+        ops::ConvTranspose2dParams {
+            stride: self.cfg.stride,
+            padding: self.cfg.padding,
+            output_padding: self.cfg.output_padding,
+            dilation: 1,
+        }
+    }
+
+    /// `act(self(x))`: one fused op on the CPU kernels when the layer has no bias (see
+    /// [`ops::conv_transpose2d_norm_act`]).
+    pub fn forward_act(&self, x: &Tensor, act: Option<ops::Activation>) -> Result<Tensor> {
+        if self.bias.is_some() {
+            let y = self.forward(x)?;
+            return match act {
+                Some(a) => ops::activation(&y, a),
+                None => Ok(y),
+            };
+        }
+        Ok(ops::conv_transpose2d_norm_act(x, &self.weight, self.params(), None, act)?.y)
+    }
+
+    /// `act(bn(self(x)))` with `bn` in `mode`, fused like [`Conv2d::forward_bn_act`].
+    pub fn forward_bn_act(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm2d,
+        mode: BnMode,
+        act: Option<ops::Activation>,
+    ) -> Result<Tensor> {
+        if self.bias.is_some() {
+            return bn.forward_act(&self.forward(x)?, mode, act);
+        }
+        bn.forward_after(
+            mode,
+            act,
+            |b| ops::conv_transpose2d_norm_act(x, &self.weight, self.params(), Some(b), act),
+            || self.forward(x),
+        )
+    }
+}
+
 impl Module for ConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = &self.cfg;
-        let p = ops::ConvTranspose2dParams {
-            stride: c.stride,
-            padding: c.padding,
-            output_padding: c.output_padding,
-            dilation: 1,
-        };
-        let y = ops::conv_transpose2d(x, &self.weight, p)?;
+        let y = ops::conv_transpose2d(x, &self.weight, self.params())?;
         match &self.bias {
             None => Ok(y),
             Some(b) => y.broadcast_add(&ops::param(b).reshape((1, b.dim(0)?, 1, 1))?),
@@ -207,6 +282,65 @@ impl BatchNorm2d {
         })
     }
 
+    /// Folds a training batch's statistics (mean and biased variance of `n` values per channel)
+    /// into the running ones, as PyTorch: `running = (1 − m)·running + m·stat`, with the
+    /// unbiased variance.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let m = self.momentum;
+        let dt = self.running_mean.dtype();
+        let unbiased = (var.to_dtype(DType::F64)? * (n as f64 / (n - 1) as f64))?;
+        let rm = ((self.running_mean.as_tensor() * (1. - m))? + (mean.to_dtype(dt)? * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1. - m))? + (unbiased.to_dtype(dt)? * m)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
+    }
+
+    /// Checks the input channels; the values per channel `B·H·W` (more than one in training).
+    fn check(&self, dims: &[usize], mode: BnMode) -> Result<usize> {
+        let &[b, c, h, w] = dims else {
+            candle_core::bail!("batch norm expects a [B, C, H, W] input, got shape {dims:?}")
+        };
+        if c != self.weight.dim(0)? {
+            candle_core::bail!(
+                "batch norm expects {} channels, got input of shape {dims:?}",
+                self.weight.dim(0)?
+            )
+        }
+        let n = b * h * w;
+        if mode == BnMode::Train && n < 2 {
+            candle_core::bail!("batch norm in training mode needs more than one value per channel, got input of shape {dims:?}")
+        }
+        Ok(n)
+    }
+
+    /// `act(self(y))` for the output `y` of a convolution that the caller runs through `fused`
+    /// (which takes the convolution's input and this layer's `γ`, `β`, `ε` and `act`) in the
+    /// training modes; `unfused` gives `y` itself otherwise (inference).
+    fn forward_after(
+        &self,
+        mode: BnMode,
+        act: Option<ops::Activation>,
+        fused: impl FnOnce(ops::FusedBatchNorm<'_>) -> Result<ops::LayerOutput>,
+        unfused: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if mode == BnMode::Eval {
+            return self.forward_act(&unfused()?, mode, act);
+        }
+        let out = fused(ops::FusedBatchNorm {
+            gamma: &self.weight,
+            beta: &self.bias,
+            eps: self.eps,
+        })?;
+        let n = self.check(out.y.dims(), mode)?;
+        if mode == BnMode::Train {
+            let (mean, var) = out.stats.as_ref().ok_or_else(|| {
+                candle_core::Error::Msg("batch norm: the fused layer returned no statistics".into())
+            })?;
+            self.update_running(mean, var, n)?;
+        }
+        Ok(out.y)
+    }
+
     /// Normalises `x` `[B, C, H, W]` per channel.
     pub fn forward_t(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
         self.forward_act(x, mode, None)
@@ -221,14 +355,8 @@ impl BatchNorm2d {
         mode: BnMode,
         act: Option<ops::Activation>,
     ) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        if c != self.weight.dim(0)? {
-            candle_core::bail!(
-                "batch norm expects {} channels, got input of shape {:?}",
-                self.weight.dim(0)?,
-                x.dims()
-            )
-        }
+        let n = self.check(x.dims(), mode)?;
+        let c = self.weight.dim(0)?;
         match mode {
             BnMode::Eval => {
                 let param = |t: &Tensor| ops::param(t).reshape((1, c, 1, 1))?.to_dtype(x.dtype());
@@ -244,22 +372,9 @@ impl BatchNorm2d {
                 }
             }
             BnMode::Train | BnMode::BatchStats => {
-                let n = b * h * w;
-                if mode == BnMode::Train && n < 2 {
-                    candle_core::bail!("batch norm in training mode needs more than one value per channel, got input of shape {:?}", x.dims())
-                }
                 let out = ops::batch_norm_act_train(x, &self.weight, &self.bias, self.eps, act)?;
                 if mode == BnMode::Train {
-                    // PyTorch: running = (1 − m)·running + m·stat, with the unbiased variance.
-                    let m = self.momentum;
-                    let dt = self.running_mean.dtype();
-                    let unbiased = (out.var.to_dtype(DType::F64)? * (n as f64 / (n - 1) as f64))?;
-                    let rm = ((self.running_mean.as_tensor() * (1. - m))?
-                        + (out.mean.to_dtype(dt)? * m)?)?;
-                    let rv = ((self.running_var.as_tensor() * (1. - m))?
-                        + (unbiased.to_dtype(dt)? * m)?)?;
-                    self.running_mean.set(&rm)?;
-                    self.running_var.set(&rv)?;
+                    self.update_running(&out.mean, &out.var, n)?;
                 }
                 Ok(out.y)
             }
@@ -351,6 +466,122 @@ mod tests {
                     vec4(&s0.tensors()["running_var"]),
                     vec4(&s1.tensors()["running_var"])
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn fused_conv_batch_norm_blocks_equal_the_separate_layers() {
+        // DCGAN's blocks through `forward_bn_act` / `forward_act` (one fused op in the training
+        // modes) against conv → `BatchNorm2d::forward_act` (separate ops): outputs, running
+        // statistics and the gradients of every parameter and the input, in every mode.
+        let init = Init::Randn {
+            mean: 0.,
+            stdev: 0.2,
+        };
+        let x = Tensor::randn(0f32, 1., (4, 3, 8, 8), &Device::Cpu).unwrap();
+        let u = Tensor::randn(0f32, 1., (4, 6, 4, 4), &Device::Cpu).unwrap();
+        for mode in [BnMode::Train, BnMode::BatchStats, BnMode::Eval] {
+            let run = |fused: bool| {
+                let store = ParamStore::new(&Device::Cpu, 7);
+                let vb = store.var_builder();
+                let conv =
+                    Conv2d::new(3, 6, Conv2dConfig::new(4, 2, 1).no_bias(), init, vb.pp("c"))
+                        .unwrap();
+                let bn = BatchNorm2d::new(6, Init::Const(1.3), vb.pp("bn")).unwrap();
+                let convt = ConvTranspose2d::new(
+                    6,
+                    2,
+                    ConvTranspose2dConfig::new(4, 2, 1).no_bias(),
+                    init,
+                    vb.pp("t"),
+                )
+                .unwrap();
+                let bnt = BatchNorm2d::new(2, Init::Const(0.7), vb.pp("bnt")).unwrap();
+                // Non-trivial running statistics before Eval.
+                bn.forward_t(&conv.forward(&(&x * 2.).unwrap()).unwrap(), BnMode::Train)
+                    .unwrap();
+                bnt.forward_t(&convt.forward(&u).unwrap(), BnMode::Train)
+                    .unwrap();
+                let xv = Var::from_tensor(&x).unwrap();
+                let uv = Var::from_tensor(&u).unwrap();
+                let lrelu = Some(ops::Activation::LeakyRelu(0.2));
+                let relu = Some(ops::Activation::Relu);
+                let (a, b, c) = if fused {
+                    (
+                        conv.forward_bn_act(xv.as_tensor(), &bn, mode, lrelu)
+                            .unwrap(),
+                        convt
+                            .forward_bn_act(uv.as_tensor(), &bnt, mode, relu)
+                            .unwrap(),
+                        conv.forward_act(xv.as_tensor(), Some(ops::Activation::Tanh))
+                            .unwrap(),
+                    )
+                } else {
+                    (
+                        bn.forward_act(&conv.forward(xv.as_tensor()).unwrap(), mode, lrelu)
+                            .unwrap(),
+                        bnt.forward_act(&convt.forward(uv.as_tensor()).unwrap(), mode, relu)
+                            .unwrap(),
+                        ops::tanh(&conv.forward(xv.as_tensor()).unwrap()).unwrap(),
+                    )
+                };
+                let r = |t: &Tensor, s: u64| {
+                    crate::testing::uniform(t.dims(), s)
+                        .unwrap()
+                        .to_dtype(DType::F32)
+                        .unwrap()
+                };
+                let loss = ((&a * r(&a, 1)).unwrap().sum_all().unwrap()
+                    + (&b * r(&b, 2)).unwrap().sum_all().unwrap()
+                    + (&c * r(&c, 3)).unwrap().sum_all().unwrap())
+                .unwrap();
+                let g = loss.backward().unwrap();
+                let mut grads: Vec<(String, Vec<f32>)> = store
+                    .all()
+                    .into_iter()
+                    .filter_map(|(n, v)| g.get(v.as_tensor()).map(|t| (n, vec4(t))))
+                    .collect();
+                grads.push(("x".into(), vec4(g.get(xv.as_tensor()).unwrap())));
+                grads.push(("u".into(), vec4(g.get(uv.as_tensor()).unwrap())));
+                let mut bufs: Vec<(String, Vec<f32>)> = store
+                    .tensors()
+                    .into_iter()
+                    .map(|(n, t)| (n, vec4(&t)))
+                    .collect();
+                bufs.sort_by(|p, q| p.0.cmp(&q.0));
+                ([vec4(&a), vec4(&b), vec4(&c)], grads, bufs)
+            };
+            let (y0, g0, b0) = run(false);
+            let (y1, g1, b1) = run(true);
+            let close = |p: &[f32], q: &[f32], what: &str| {
+                assert_eq!(p.len(), q.len(), "{what}");
+                for (i, (a, b)) in p.iter().zip(q).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1. + b.abs()),
+                        "{mode:?} {what}[{i}]: {a} vs {b}"
+                    );
+                }
+            };
+            for (k, (p, q)) in y1.iter().zip(&y0).enumerate() {
+                close(p, q, &format!("output {k}"));
+            }
+            assert_eq!(
+                g1.iter().map(|g| &g.0).collect::<Vec<_>>(),
+                g0.iter().map(|g| &g.0).collect::<Vec<_>>()
+            );
+            // γ/β/weights have gradients in every mode except Eval's γ/β path (also separate).
+            assert!(
+                g1.len() >= 5,
+                "{mode:?}: {:?}",
+                g1.iter().map(|g| &g.0).collect::<Vec<_>>()
+            );
+            for ((n, p), (_, q)) in g1.iter().zip(&g0) {
+                close(p, q, &format!("gradient of {n}"));
+            }
+            for ((n, p), (m, q)) in b1.iter().zip(&b0) {
+                assert_eq!(n, m);
+                close(p, q, &format!("buffer {n}"));
             }
         }
     }

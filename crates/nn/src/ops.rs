@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use candle_core::{DType, Result, Tensor, D};
 
 pub use crate::kernels::act::Activation;
-pub use crate::kernels::conv::{Conv2dParams, ConvTranspose2dParams};
+pub use crate::kernels::conv::{Conv2dParams, ConvTranspose2dParams, FusedBatchNorm};
 pub use crate::kernels::pool::Pool2d;
 use crate::kernels::{act, conv, norm, pad, pool};
 
@@ -516,6 +516,134 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, p: ConvTranspose2dParams) -> Res
         conv::conv_transpose2d(x, w, p)
     } else {
         x.conv_transpose2d(w, p.padding, p.output_padding, p.stride, p.dilation)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused layers
+
+/// The output of [`conv2d_norm_act`] / [`conv_transpose2d_norm_act`].
+#[derive(Debug, Clone)]
+pub struct LayerOutput {
+    /// `act(bn(conv(x, w)))`.
+    pub y: Tensor,
+    /// With batch norm: the batch mean and biased variance of `conv(x, w)` per channel, `[C]`,
+    /// detached (for the running statistics).
+    pub stats: Option<(Tensor, Tensor)>,
+}
+
+/// `act(bn(conv2d(x, w)))`: a convolution, then (optionally) training-mode batch norm with the
+/// batch's statistics, then (optionally) an activation — DCGAN's block.
+///
+/// On the CPU kernels, when no second-order gradients are asked for and the activation's
+/// derivative can be read from its output, the three run as one op ([`conv::conv2d_norm_act`]):
+/// the convolution's output is never a graph tensor, which saves a zero-filled gradient buffer,
+/// an addition pass and a graph node per block in every backward. Otherwise (other devices,
+/// `EASEL_NN_GENERIC_OPS=fuse`, `CANDLE_GRAD_DO_NOT_DETACH=1`) it is [`conv2d`], then
+/// [`batch_norm_act_train`] or [`activation`]. The results agree to rounding.
+pub fn conv2d_norm_act(
+    x: &Tensor,
+    w: &Tensor,
+    p: Conv2dParams,
+    bn: Option<FusedBatchNorm<'_>>,
+    act: Option<Activation>,
+) -> Result<LayerOutput> {
+    let w = &param(w);
+    let (gamma, beta) = match bn {
+        Some(b) => (Some(param(b.gamma)), Some(param(b.beta))),
+        None => (None, None),
+    };
+    let bn = bn.map(|b| FusedBatchNorm {
+        gamma: gamma.as_ref().unwrap_or(b.gamma),
+        beta: beta.as_ref().unwrap_or(b.beta),
+        eps: b.eps,
+    });
+    if fusable(x, w, bn.as_ref(), act) {
+        fused_output(conv::conv2d_norm_act(x, w, p, bn, act)?, x)
+    } else {
+        unfused(conv2d(x, w, p)?, bn, act)
+    }
+}
+
+/// [`conv2d_norm_act`] with a transposed convolution (PyTorch `conv_transpose2d`, weight
+/// `[Ci, Co, KH, KW]`), fused likewise ([`conv::conv_transpose2d_norm_act`]).
+pub fn conv_transpose2d_norm_act(
+    x: &Tensor,
+    w: &Tensor,
+    p: ConvTranspose2dParams,
+    bn: Option<FusedBatchNorm<'_>>,
+    act: Option<Activation>,
+) -> Result<LayerOutput> {
+    let w = &param(w);
+    let (gamma, beta) = match bn {
+        Some(b) => (Some(param(b.gamma)), Some(param(b.beta))),
+        None => (None, None),
+    };
+    let bn = bn.map(|b| FusedBatchNorm {
+        gamma: gamma.as_ref().unwrap_or(b.gamma),
+        beta: beta.as_ref().unwrap_or(b.beta),
+        eps: b.eps,
+    });
+    if fusable(x, w, bn.as_ref(), act) {
+        fused_output(conv::conv_transpose2d_norm_act(x, w, p, bn, act)?, x)
+    } else {
+        unfused(conv_transpose2d(x, w, p)?, bn, act)
+    }
+}
+
+/// Whether the fused CPU op can run this layer.
+fn fusable(
+    x: &Tensor,
+    w: &Tensor,
+    bn: Option<&FusedBatchNorm<'_>>,
+    act: Option<Activation>,
+) -> bool {
+    cpu_kernel_first_order(x, "fuse")
+        && conv::supports(x, w)
+        && act.is_none_or(|a| a.derivative_from_output())
+        && bn.is_none_or(|b| {
+            !generic_forced("norm")
+                && [b.gamma, b.beta]
+                    .iter()
+                    .all(|t| t.dtype() == x.dtype() && t.device().is_cpu())
+        })
+}
+
+fn fused_output(out: conv::FusedOutput, x: &Tensor) -> Result<LayerOutput> {
+    let stats = match out.stats {
+        None => None,
+        Some(st) => {
+            let c = st.mean.len();
+            let dev = x.device();
+            Some((
+                Tensor::from_vec(st.mean, c, dev)?.to_dtype(x.dtype())?,
+                Tensor::from_vec(st.var, c, dev)?.to_dtype(x.dtype())?,
+            ))
+        }
+    };
+    Ok(LayerOutput { y: out.y, stats })
+}
+
+fn unfused(
+    y: Tensor,
+    bn: Option<FusedBatchNorm<'_>>,
+    act: Option<Activation>,
+) -> Result<LayerOutput> {
+    match bn {
+        Some(b) => {
+            let out = batch_norm_act_train(&y, b.gamma, b.beta, b.eps, act)?;
+            Ok(LayerOutput {
+                y: out.y,
+                stats: Some((out.mean, out.var)),
+            })
+        }
+        None => Ok(LayerOutput {
+            y: match act {
+                Some(a) => activation(&y, a)?,
+                None => y,
+            },
+            stats: None,
+        }),
     }
 }
 

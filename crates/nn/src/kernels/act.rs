@@ -50,7 +50,7 @@ impl Activation {
         }
     }
 
-    fn fwd_slice<T: Real>(self, x: &[T]) -> Vec<T> {
+    pub(crate) fn fwd_slice<T: Real>(self, x: &[T]) -> Vec<T> {
         match self {
             Self::Relu => map1(x, |v| if v > T::ZERO { v } else { T::ZERO }),
             Self::LeakyRelu(a) => {
@@ -63,7 +63,7 @@ impl Activation {
     }
 
     /// `g · f'`, where `s` is `x` or `y` as [`Self::grad_from_result`] says.
-    fn bwd_slice<T: Real>(self, g: &[T], s: &[T]) -> Vec<T> {
+    pub(crate) fn bwd_slice<T: Real>(self, g: &[T], s: &[T]) -> Vec<T> {
         match self {
             // NaN inputs propagate like PyTorch's: `x > 0` is false, so the gradient is 0 (ReLU)
             // or a·g (LeakyReLU).

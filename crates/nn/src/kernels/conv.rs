@@ -90,6 +90,9 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use super::act::Activation;
+use super::norm::BatchStats;
+
 /// Columns (images × output positions) a GEMM block aims for when images are small.
 pub const TARGET_COLS: usize = 256;
 /// Largest column matrix (elements) one task builds.
@@ -229,6 +232,15 @@ fn conv2d_op(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Conv2dOp> {
 /// `[Ci, Co, KH, KW]` → `[N, Co, (H−1)s − 2p + d(KH−1) + output_padding + 1, …]`, differentiable
 /// in both arguments (CPU, f32/f64; see [`supports`]).
 pub fn conv_transpose2d(x: &Tensor, w: &Tensor, p: ConvTranspose2dParams) -> Result<Tensor> {
+    x.apply_op2(w, conv_transpose2d_op(x, w, p)?)
+}
+
+/// The checked geometry of `conv_transpose2d(x, w)`.
+fn conv_transpose2d_op(
+    x: &Tensor,
+    w: &Tensor,
+    p: ConvTranspose2dParams,
+) -> Result<ConvTransposeOp> {
     let s = Spec::new(p.stride, p.padding, p.dilation, "conv_transpose2d")?;
     if p.output_padding >= p.stride.max(p.dilation) {
         bail!(
@@ -267,7 +279,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, p: ConvTranspose2dParams) -> Res
             w.dims()
         )
     };
-    x.apply_op2(w, ConvTransposeOp { s, out: (oh, ow) })
+    Ok(ConvTransposeOp { s, out: (oh, ow) })
 }
 
 /// The input gradient of `conv2d(x, w, p)` for an `x` of spatial size `in_hw`, given the output
@@ -296,6 +308,90 @@ pub fn conv2d_weight_grad(
     dims4(x, "conv2d_weight_grad", "input")?;
     dims4(gy, "conv2d_weight_grad", "output gradient")?;
     x.apply_op2(gy, WeightGradOp { s, k: k_hw })
+}
+
+/// Training-mode batch norm inside a fused layer ([`conv2d_norm_act`],
+/// [`conv_transpose2d_norm_act`]): `γ`, `β` `[C_out]` and `ε`.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedBatchNorm<'a> {
+    /// Scale `γ`.
+    pub gamma: &'a Tensor,
+    /// Shift `β`.
+    pub beta: &'a Tensor,
+    /// `ε` added to the variance.
+    pub eps: f64,
+}
+
+/// Output of a fused layer: `y` and, with batch norm, the batch's statistics (for the running
+/// averages).
+#[derive(Debug, Clone)]
+pub struct FusedOutput {
+    /// `act(bn(conv(x, w)))`.
+    pub y: Tensor,
+    /// Mean and biased variance of `conv(x, w)` per channel, with batch norm.
+    pub stats: Option<BatchStats>,
+}
+
+/// `act(bn(conv2d(x, w)))` as one op, `bn` being training-mode batch norm (optional) and `act`
+/// an activation whose derivative is a function of its output (optional): the convolution's
+/// output never becomes a graph tensor (see the `fused` module). Differentiable in `x`, `w`, `γ`
+/// and `β` (first order only). CPU, f32/f64.
+pub fn conv2d_norm_act(
+    x: &Tensor,
+    w: &Tensor,
+    p: Conv2dParams,
+    bn: Option<FusedBatchNorm<'_>>,
+    act: Option<Activation>,
+) -> Result<FusedOutput> {
+    let op = conv2d_op(x, w, p)?;
+    run_fused(x, w, w.dim(0)?, fused::Linear::Conv(op), bn, act)
+}
+
+/// [`conv2d_norm_act`] with a transposed convolution (`w` `[Ci, Co, KH, KW]`).
+pub fn conv_transpose2d_norm_act(
+    x: &Tensor,
+    w: &Tensor,
+    p: ConvTranspose2dParams,
+    bn: Option<FusedBatchNorm<'_>>,
+    act: Option<Activation>,
+) -> Result<FusedOutput> {
+    let op = conv_transpose2d_op(x, w, p)?;
+    run_fused(x, w, w.dim(1)?, fused::Linear::ConvTranspose(op), bn, act)
+}
+
+fn run_fused(
+    x: &Tensor,
+    w: &Tensor,
+    c_out: usize,
+    lin: fused::Linear,
+    bn: Option<FusedBatchNorm<'_>>,
+    act: Option<Activation>,
+) -> Result<FusedOutput> {
+    let op = fused::LinearNormAct::new(lin, bn.map(|b| b.eps), act)?;
+    let Some(b) = bn else {
+        return Ok(FusedOutput {
+            y: x.apply_op2(w, fused::LinearAct(op))?,
+            stats: None,
+        });
+    };
+    if b.gamma.dims() != [c_out] || b.beta.dims() != [c_out] {
+        bail!(
+            "fused batch norm: weight {:?} gives {c_out} channels but γ is {:?} and β {:?}",
+            w.dims(),
+            b.gamma.dims(),
+            b.beta.dims()
+        )
+    }
+    let stats = op.stats_handle();
+    let params = Tensor::stack(&[b.gamma, b.beta], 0)?.to_dtype(x.dtype())?; // [2, C_out]
+    let y = x.apply_op3(w, &params, op)?;
+    let stats = stats().ok_or_else(|| {
+        candle_core::Error::Msg("fused batch norm: the forward kept no statistics".into())
+    })?;
+    Ok(FusedOutput {
+        y,
+        stats: Some(stats),
+    })
 }
 
 fn dims4(t: &Tensor, op: &str, what: &str) -> Result<(usize, usize, usize, usize)> {
@@ -1011,6 +1107,7 @@ fn transpose<T: Elem>(a: &[T], rows: usize, cols: usize) -> Vec<T> {
 // Kernels
 
 mod direct;
+mod fused;
 
 /// The output-side operand `Ȳ` (`O × nb·pn`, entry `(o, j)`) of a block as a strided view of
 /// `v`, when its columns are evenly spaced: one image with linear planes, or one position per

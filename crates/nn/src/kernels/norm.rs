@@ -89,37 +89,49 @@ impl BatchNormTrain {
         b: &[T],
         dims: (usize, usize, usize, usize),
     ) -> Vec<T> {
-        let (_, c, h, w) = dims;
         let st = channel_stats(x, dims, self.eps);
-        // y = x·s + t per channel.
-        let s: Vec<T> = (0..c)
-            .map(|i| T::from_f64(g[i].to_f64() * st.inv_std[i]))
-            .collect();
-        let t: Vec<T> = (0..c)
-            .map(|i| T::from_f64(b[i].to_f64() - st.mean[i] * g[i].to_f64() * st.inv_std[i]))
-            .collect();
-        let hw = h * w;
-        // `move` closures over constants and copied values keep the loops branch-free and
-        // vectorised (captured references would be reloaded every iteration).
-        let (zero, one) = (T::ZERO, T::ONE);
-        let y = match self.act {
-            None => affine_map(x, &s, &t, hw, |v| v),
-            Some(Activation::Relu) => {
-                affine_map(x, &s, &t, hw, move |v| if v > zero { v } else { zero })
-            }
-            Some(Activation::LeakyRelu(a)) => {
-                let a = T::from_f64(a);
-                affine_map(x, &s, &t, hw, move |v| if v > zero { v } else { a * v })
-            }
-            Some(Activation::Tanh) => affine_map(x, &s, &t, hw, |v| v.tanh()),
-            Some(Activation::Sigmoid) => {
-                affine_map(x, &s, &t, hw, move |v| one / (one + (zero - v).exp()))
-            }
-        };
+        let y = normalize_act(x, g, b, &st, self.act, dims);
         if let Ok(mut slot) = self.stats.lock() {
             *slot = Some(st);
         }
         y
+    }
+}
+
+/// `act(γ·(x − μ)·r + β)` per channel with the statistics `st` (`r = 1/√(σ² + ε)`): the
+/// normalising pass of training-mode batch norm, with the activation applied on the way out.
+pub(crate) fn normalize_act<T: Real>(
+    x: &[T],
+    g: &[T],
+    b: &[T],
+    st: &BatchStats,
+    act: Option<Activation>,
+    (_, c, h, w): (usize, usize, usize, usize),
+) -> Vec<T> {
+    // y = x·s + t per channel.
+    let s: Vec<T> = (0..c)
+        .map(|i| T::from_f64(g[i].to_f64() * st.inv_std[i]))
+        .collect();
+    let t: Vec<T> = (0..c)
+        .map(|i| T::from_f64(b[i].to_f64() - st.mean[i] * g[i].to_f64() * st.inv_std[i]))
+        .collect();
+    let hw = h * w;
+    // `move` closures over constants and copied values keep the loops branch-free and
+    // vectorised (captured references would be reloaded every iteration).
+    let (zero, one) = (T::ZERO, T::ONE);
+    match act {
+        None => affine_map(x, &s, &t, hw, |v| v),
+        Some(Activation::Relu) => {
+            affine_map(x, &s, &t, hw, move |v| if v > zero { v } else { zero })
+        }
+        Some(Activation::LeakyRelu(a)) => {
+            let a = T::from_f64(a);
+            affine_map(x, &s, &t, hw, move |v| if v > zero { v } else { a * v })
+        }
+        Some(Activation::Tanh) => affine_map(x, &s, &t, hw, |v| v.tanh()),
+        Some(Activation::Sigmoid) => {
+            affine_map(x, &s, &t, hw, move |v| one / (one + (zero - v).exp()))
+        }
     }
 }
 

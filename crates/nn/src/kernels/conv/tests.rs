@@ -1128,3 +1128,343 @@ fn fused_bias_matches_conv_plus_broadcast_add() {
     .to_string();
     assert!(e.contains("[4]") && e.contains("[3]"), "{e}");
 }
+
+// ---- fused convolution → batch norm → activation ----------------------------------------------
+
+/// The layer in front of a fused block.
+#[derive(Debug, Clone, Copy)]
+enum FusedLin {
+    Conv(Conv2dParams),
+    ConvT(ConvTranspose2dParams),
+}
+
+const FUSABLE_ACTS: [Option<Activation>; 5] = [
+    None,
+    Some(Activation::Relu),
+    Some(Activation::LeakyRelu(0.2)),
+    Some(Activation::Tanh),
+    Some(Activation::Sigmoid),
+];
+
+fn fused_block(
+    lin: FusedLin,
+    x: &Tensor,
+    w: &Tensor,
+    gb: Option<(&Tensor, &Tensor)>,
+    act: Option<Activation>,
+) -> Result<FusedOutput> {
+    let bn = gb.map(|(gamma, beta)| FusedBatchNorm {
+        gamma,
+        beta,
+        eps: 1e-5,
+    });
+    match lin {
+        FusedLin::Conv(p) => conv2d_norm_act(x, w, p, bn, act),
+        FusedLin::ConvT(p) => conv_transpose2d_norm_act(x, w, p, bn, act),
+    }
+}
+
+/// The oracle: the separate ops — convolution, the batch-norm kernel without activation, then
+/// the activation op — each its own graph node.
+fn separate_block(
+    lin: FusedLin,
+    x: &Tensor,
+    w: &Tensor,
+    gb: Option<(&Tensor, &Tensor)>,
+    act: Option<Activation>,
+) -> (Tensor, Option<(Tensor, Tensor)>) {
+    let y = match lin {
+        FusedLin::Conv(p) => conv2d(x, w, p),
+        FusedLin::ConvT(p) => conv_transpose2d(x, w, p),
+    }
+    .unwrap();
+    let (y, stats) = match gb {
+        Some((g, b)) => {
+            let (y, m, v) = crate::kernels::norm::batch_norm_train(&y, g, b, 1e-5, None).unwrap();
+            (y, Some((m, v)))
+        }
+        None => (y, None),
+    };
+    let y = match act {
+        Some(a) => y.apply_op1(crate::kernels::act::ActivationOp(a)).unwrap(),
+        None => y,
+    };
+    (y, stats)
+}
+
+/// Output, statistics and the gradients (x, w, γ, β) of `Σ R ⊙ block(…)` for a block function.
+#[allow(clippy::type_complexity)]
+fn block_grads(
+    block: &dyn Fn(
+        &Tensor,
+        &Tensor,
+        Option<(&Tensor, &Tensor)>,
+    ) -> (Tensor, Option<(Tensor, Tensor)>),
+    x: &Tensor,
+    w: &Tensor,
+    gb: Option<(&Tensor, &Tensor)>,
+    seed: u64,
+) -> (Tensor, Option<(Tensor, Tensor)>, Vec<Tensor>) {
+    let vars: Vec<Var> = [Some(x), Some(w), gb.map(|p| p.0), gb.map(|p| p.1)]
+        .into_iter()
+        .flatten()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let p = (vars.len() == 4).then(|| (vars[2].as_tensor(), vars[3].as_tensor()));
+    let (z, stats) = block(vars[0].as_tensor(), vars[1].as_tensor(), p);
+    let r = rand_t(z.dims(), seed, z.dtype());
+    let g = (&z * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = vars
+        .iter()
+        .map(|v| g.get(v.as_tensor()).expect("missing gradient").clone())
+        .collect();
+    (z, stats, grads)
+}
+
+#[test]
+fn fused_blocks_match_separate_ops() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let mut checked = 0;
+    for i in 0..60u64 {
+        // Alternate convolutions and transposed convolutions of random geometry.
+        let (lin, x_dims, w_dims) = if i % 2 == 0 {
+            let k = Case::random(&mut rng, i % 4 == 0);
+            (FusedLin::Conv(k.params()), k.x_dims(), k.w_dims())
+        } else {
+            let (k, op, (hi, wi)) = random_transposed(&mut rng);
+            let p = ConvTranspose2dParams {
+                stride: k.s,
+                padding: k.p,
+                output_padding: op,
+                dilation: k.d,
+            };
+            (FusedLin::ConvT(p), [k.n, k.o, hi, wi], k.w_dims())
+        };
+        let c_out = match lin {
+            FusedLin::Conv(_) => w_dims[0],
+            FusedLin::ConvT(_) => w_dims[1],
+        };
+        let x = rand_t(&x_dims, 300 + i, DType::F64);
+        let w = rand_t(&w_dims, 400 + i, DType::F64);
+        let gamma = (rand_t(&[c_out], 500 + i, DType::F64) + 1.5).unwrap();
+        let beta = rand_t(&[c_out], 600 + i, DType::F64);
+        for (j, act) in FUSABLE_ACTS.into_iter().enumerate() {
+            for with_bn in [false, true] {
+                let gb = with_bn.then_some((&gamma, &beta));
+                let (z0, s0, g0) = block_grads(
+                    &|x, w, p| separate_block(lin, x, w, p, act),
+                    &x,
+                    &w,
+                    gb,
+                    i * 10 + j as u64,
+                );
+                if with_bn {
+                    // Per-channel values B·H·W: at least 2, else the variance is 0 and the
+                    // normalised output is constant (both agree, but the gradient is degenerate).
+                    let [n, _, h, wd] = z0.dims() else {
+                        unreachable!()
+                    };
+                    if n * h * wd < 2 {
+                        continue;
+                    }
+                }
+                let (z1, s1, g1) = block_grads(
+                    &|x, w, p| {
+                        let out = fused_block(lin, x, w, p, act).unwrap();
+                        let stats = out.stats.map(|s| {
+                            let c = s.mean.len();
+                            (
+                                Tensor::from_vec(s.mean, c, &CPU).unwrap(),
+                                Tensor::from_vec(s.var, c, &CPU).unwrap(),
+                            )
+                        });
+                        (out.y, stats)
+                    },
+                    &x,
+                    &w,
+                    gb,
+                    i * 10 + j as u64,
+                );
+                let what = format!("{lin:?} x {x_dims:?} w {w_dims:?} {act:?} bn {with_bn}");
+                assert_close(&z1, &z0, 1e-10, &format!("{what}: output"));
+                assert_eq!(s1.is_some(), with_bn, "{what}: statistics");
+                if let (Some((m1, v1)), Some((m0, v0))) = (&s1, &s0) {
+                    assert_close(m1, m0, 1e-10, &format!("{what}: mean"));
+                    assert_close(v1, v0, 1e-10, &format!("{what}: variance"));
+                }
+                for (k, (a, b)) in g1.iter().zip(&g0).enumerate() {
+                    assert_close(a, b, 1e-9, &format!("{what}: gradient {k}"));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 500, "only {checked} combinations checked");
+}
+
+#[test]
+fn fused_blocks_match_finite_differences() {
+    // DCGAN's blocks at toy size: conv ↓2 + BN + LeakyReLU, convᵀ ↑2 + BN + ReLU-free tanh, and
+    // conv + LeakyReLU without BN. Loss Σ R ⊙ z; central differences on every coordinate of x,
+    // w, γ and β.
+    let down = FusedLin::Conv(Conv2dParams {
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+    });
+    let up = FusedLin::ConvT(ConvTranspose2dParams {
+        stride: 2,
+        padding: 1,
+        output_padding: 0,
+        dilation: 1,
+    });
+    let cases = [
+        (
+            down,
+            [2, 3, 6, 6],
+            [4, 3, 4, 4],
+            4,
+            true,
+            Activation::LeakyRelu(0.2),
+        ),
+        (up, [2, 4, 3, 3], [4, 3, 4, 4], 3, true, Activation::Tanh),
+        (
+            down,
+            [3, 2, 5, 5],
+            [3, 2, 4, 4],
+            3,
+            false,
+            Activation::LeakyRelu(0.2),
+        ),
+    ];
+    for (i, (lin, xd, wd, c, with_bn, act)) in cases.into_iter().enumerate() {
+        let i = i as u64;
+        let args = [
+            rand_t(&xd, 700 + i, DType::F64),
+            rand_t(&wd, 710 + i, DType::F64),
+            (rand_t(&[c], 720 + i, DType::F64) + 1.2).unwrap(),
+            rand_t(&[c], 730 + i, DType::F64),
+        ];
+        let run = |a: &[Tensor]| -> (Tensor, Option<(Tensor, Tensor)>) {
+            let gb = with_bn.then(|| (&a[2], &a[3]));
+            (
+                fused_block(lin, &a[0], &a[1], gb, Some(act)).unwrap().y,
+                None,
+            )
+        };
+        let gb = with_bn.then(|| (&args[2], &args[3]));
+        let (z, _, grads) = block_grads(
+            &|x, w, p| {
+                let gb = p;
+                (fused_block(lin, x, w, gb, Some(act)).unwrap().y, None)
+            },
+            &args[0],
+            &args[1],
+            gb,
+            800 + i,
+        );
+        let r = rand_t(z.dims(), 800 + i, DType::F64);
+        let loss = |a: &[Tensor]| -> f64 {
+            (run(a).0 * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let h = 1e-6;
+        for (which, g) in grads.iter().enumerate() {
+            let base = flat(&args[which]);
+            let g = flat(g);
+            for (e, &ge) in g.iter().enumerate() {
+                let bump = |delta: f64| {
+                    let mut a = args.clone();
+                    let mut v = base.clone();
+                    v[e] += delta;
+                    a[which] = Tensor::from_vec(v, args[which].dims(), &CPU).unwrap();
+                    loss(&a)
+                };
+                let fd = (bump(h) - bump(-h)) / (2.0 * h);
+                assert!(
+                    (fd - ge).abs() <= 1e-6 * (1.0 + ge.abs()),
+                    "case {i} argument {which} element {e}: autograd {ge} vs finite difference {fd}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_blocks_skip_constant_arguments_and_check_shapes() {
+    let p = Conv2dParams {
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+    };
+    let x = rand_t(&[3, 2, 8, 8], 900, DType::F64);
+    let w = rand_t(&[5, 2, 4, 4], 901, DType::F64);
+    let gamma = (rand_t(&[5], 902, DType::F64) + 1.0).unwrap();
+    let beta = rand_t(&[5], 903, DType::F64);
+    let act = Some(Activation::LeakyRelu(0.2));
+    let bn = |g, b| {
+        Some(FusedBatchNorm {
+            gamma: g,
+            beta: b,
+            eps: 1e-5,
+        })
+    };
+    let r = rand_t(&[3, 5, 4, 4], 904, DType::F64);
+    // All four differentiated: the reference gradients.
+    let (vx, vw) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+    let (vg, vb) = (
+        Var::from_tensor(&gamma).unwrap(),
+        Var::from_tensor(&beta).unwrap(),
+    );
+    let z = conv2d_norm_act(&vx, &vw, p, bn(&vg, &vb), act).unwrap().y;
+    let all = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    // x constant (real images): no input gradient is computed, the others are unchanged.
+    let z = conv2d_norm_act(&x, &vw, p, bn(&vg, &vb), act).unwrap().y;
+    let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_none());
+    assert_close(
+        g.get(&vw).unwrap(),
+        all.get(&vw).unwrap(),
+        1e-12,
+        "w with x constant",
+    );
+    assert_close(
+        g.get(&vg).unwrap(),
+        all.get(&vg).unwrap(),
+        1e-12,
+        "γ with x constant",
+    );
+    // Frozen layer (parameters detached): only the input gradient.
+    let (wd, gd, bd) = (w.detach(), gamma.detach(), beta.detach());
+    let z = conv2d_norm_act(&vx, &wd, p, bn(&gd, &bd), act).unwrap().y;
+    let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&wd).is_none() && g.get(&gd).is_none() && g.get(&bd).is_none());
+    assert_close(
+        g.get(&vx).unwrap(),
+        all.get(&vx).unwrap(),
+        1e-12,
+        "x with frozen layer",
+    );
+    // Errors name the shapes; an activation whose derivative needs its input is refused.
+    let short = rand_t(&[4], 905, DType::F64);
+    let err = conv2d_norm_act(&x, &w, p, bn(&short, &beta), act)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[4]") && err.contains("5 channels"), "{err}");
+    let err = conv2d_norm_act(&x, &w, p, None, Some(Activation::LeakyRelu(-0.5)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LeakyRelu(-0.5)"), "{err}");
+    let bad_w = rand_t(&[5, 3, 4, 4], 906, DType::F64);
+    let err = conv2d_norm_act(&x, &bad_w, p, bn(&gamma, &beta), act)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[3, 2, 8, 8]") && err.contains("[5, 3, 4, 4]"),
+        "{err}"
+    );
+}
