@@ -778,6 +778,43 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// `dst.copy_from_slice(&src[..dst.len()])` for the short runs of one output row (4–32 values
+/// in DCGAN's layers), in 8- and 4-wide blocks with an overlapping last block instead of a
+/// `memmove` call.
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    let src = &src[..n];
+    fn block<T: Copy, const W: usize>(dst: &mut [T], src: &[T], at: usize) {
+        let s: &[T; W] = src[at..at + W].try_into().expect("block in range");
+        let d: &mut [T; W] = (&mut dst[at..at + W]).try_into().expect("block in range");
+        *d = *s;
+    }
+    match n {
+        0 => {}
+        1..=3 => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+        4..=7 => {
+            block::<T, 4>(dst, src, 0);
+            block::<T, 4>(dst, src, n - 4);
+        }
+        8..=63 => {
+            let mut at = 0;
+            while at + 8 <= n {
+                block::<T, 8>(dst, src, at);
+                at += 8;
+            }
+            if at < n {
+                block::<T, 8>(dst, src, n - 8);
+            }
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// `x[start + i·step] += src[i]`, specialised like [`copy_strided`].
 #[inline(always)]
 fn add_strided<T: Elem>(x: &mut [T], start: usize, step: usize, src: &[T]) {
@@ -854,6 +891,9 @@ fn im2col<T: Elem>(
     (p0, pn): (usize, usize),
     cols: &mut [T],
 ) {
+    if g.s > 1 && g.d == 1 && g.kw > 1 && x.st[3] == 1 {
+        return im2col_phases(g, x, (n0, nb), (p0, pn), cols);
+    }
     let ncols = nb * pn;
     let (sh, sw) = (x.st[2], x.st[3]);
     let step = g.s * sw;
@@ -893,6 +933,60 @@ fn im2col<T: Elem>(
                         let iw = iw_lo + (a - lo) * g.s;
                         copy_strided(mid, x.data, src + iw * sw, step);
                     }
+                }
+            });
+        }
+    }
+}
+
+/// [`im2col`] for a strided kernel (stride `s > 1`, no dilation) over contiguous input rows.
+/// Each input row a segment reads is copied once, zero-padded, and split into its `s` phases
+/// (`phase_φ[j] = row[s·j + φ − pad]`); tap `kj` of output column `ow` is then
+/// `phase_{kj mod s}[ow + kj div s]`, so every tap row is one contiguous copy instead of a
+/// strided gather with padding checks.
+fn im2col_phases<T: Elem>(
+    g: &Geom,
+    x: &View<T>,
+    (n0, nb): (usize, usize),
+    (p0, pn): (usize, usize),
+    cols: &mut [T],
+) {
+    let ncols = nb * pn;
+    let s = g.s;
+    // Phase length: output columns plus the taps' reach beyond them.
+    let plen = g.ow + (g.kw - 1) / s;
+    // padded[i] = row[i − pad] (zero outside the row), long enough for every phase entry.
+    let mut padded = vec![T::zero(); s * plen];
+    let mut phases = vec![T::zero(); s * plen];
+    let inside = g.w.min(s * plen - g.pad.min(s * plen)); // row elements that land in `padded`
+    for (r, rows) in cols
+        .chunks_exact_mut(ncols * g.kw)
+        .take(g.c * g.kh)
+        .enumerate()
+    {
+        let (c, ki) = (r / g.kh, r % g.kh);
+        for b in 0..nb {
+            let plane = x.plane(n0 + b, c);
+            for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+                let col0 = b * pn + j0;
+                let len = ow1 - ow0;
+                let Some(ih) = g.in_row(oh, ki) else {
+                    for row in rows.chunks_exact_mut(ncols) {
+                        row[col0..col0 + len].fill(T::zero());
+                    }
+                    return;
+                };
+                let src = plane + ih * x.st[2];
+                padded[g.pad.min(s * plen)..g.pad.min(s * plen) + inside]
+                    .copy_from_slice(&x.data[src..src + inside]);
+                for (phi, ph) in phases.chunks_exact_mut(plen).enumerate() {
+                    for (j, v) in ph.iter_mut().enumerate() {
+                        *v = padded[s * j + phi];
+                    }
+                }
+                for (kj, row) in rows.chunks_exact_mut(ncols).enumerate() {
+                    let ph = &phases[(kj % s) * plen + kj / s..];
+                    copy_run(&mut row[col0..col0 + len], &ph[ow0..ow1]);
                 }
             });
         }
@@ -1234,11 +1328,15 @@ fn forward_gemm<T: Elem>(g: &Geom, x: View<T>, w: &[T], bias: Option<&[T]>) -> V
 }
 
 /// `x̄ = convᵀ(ȳ, w)`; `w` contiguous `[O, K]`, `gx` contiguous zeroed `[N, C, H, W]`.
-fn data_grad<T: Elem>(g: &Geom, gy: View<T>, w: &[T], gx: &mut [T]) {
+fn data_grad<T: Elem>(g: &Geom, gy: View<T>, w: &[T]) -> Vec<T> {
+    let len = g.n * g.c * g.h * g.w;
     let (p, k, kk, o) = (g.p(), g.k(), g.kk(), g.o);
     if g.n == 0 || p == 0 || g.c == 0 || o == 0 {
-        return;
+        return vec![T::zero(); len];
     }
+    // Not zeroed here: each task zeroes the part it owns just before adding into it (in
+    // parallel and while it is about to be in cache, instead of one serial memset up front).
+    let mut gx: Vec<T> = Vec::with_capacity(len);
     let threads = rayon::current_num_threads();
     let t = Tiles::new(g.n, p, k, threads);
     // Channel groups: bounded by the budget, and enough groups for every thread.
@@ -1271,6 +1369,11 @@ fn data_grad<T: Elem>(g: &Geom, gy: View<T>, w: &[T], gx: &mut [T]) {
         let c0 = cg * ct;
         let cn = ct.min(g.c - c0);
         let q = cn * kk;
+        for b in n0..n0 + nb {
+            // SAFETY: channels c0..c0+cn of image b are `cn·hw` consecutive elements inside the
+            // allocation of `len` elements, and only this task touches them.
+            unsafe { std::ptr::write_bytes(gxp.get().add((b * g.c + c0) * hw), 0, cn * hw) };
+        }
         let mut p0 = 0;
         while p0 < p {
             let pn = pt.min(p - p0);
@@ -1343,6 +1446,10 @@ fn data_grad<T: Elem>(g: &Geom, gy: View<T>, w: &[T], gx: &mut [T]) {
             p0 += pn;
         }
     });
+    // SAFETY: the tasks cover every (image, channel) pair once, each zeroing its `hw` elements
+    // before adding into them, so all `len` elements are initialised.
+    unsafe { gx.set_len(len) };
+    gx
 }
 
 /// `w̄ = Σₙ ȳₙ ⋆ xₙ`, contiguous `[O, K]`.
@@ -1743,8 +1850,7 @@ impl ConvTransposeOp {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.geom(lu, lw)?;
         let w = weight_matrix(w, lw);
-        let mut x = vec![T::zero(); g.n * g.c * g.h * g.w];
-        data_grad(&g, View::new(u, lu), &w, &mut x);
+        let x = data_grad(&g, View::new(u, lu), &w);
         Ok((
             T::to_cpu_storage_owned(x),
             Shape::from((g.n, g.c, g.h, g.w)),

@@ -58,11 +58,7 @@ impl Linear {
     fn run<T: Elem>(&self, g: &Geom, x: View<T>, w: &[T]) -> Vec<T> {
         match self {
             Self::Conv(_) => forward(g, x, w, None),
-            Self::ConvTranspose(_) => {
-                let mut y = vec![T::zero(); g.n * g.c * g.h * g.w];
-                data_grad(g, x, w, &mut y);
-                y
-            }
+            Self::ConvTranspose(_) => data_grad(g, x, w),
         }
     }
 
@@ -77,11 +73,7 @@ impl Linear {
     ) -> (Option<Vec<T>>, Option<Vec<T>>) {
         match self {
             Self::Conv(_) => (
-                need_x.then(|| {
-                    let mut gx = vec![T::zero(); g.n * g.c * g.h * g.w];
-                    data_grad(g, gy, w, &mut gx);
-                    gx
-                }),
+                need_x.then(|| data_grad(g, gy, w)),
                 need_w.then(|| weight_grad(g, x, gy)),
             ),
             // A transposed convolution is the data-gradient of the convolution `g` describes:
