@@ -82,14 +82,12 @@ impl Conv2d {
     /// `act(self(x))`: one fused op on the CPU kernels when the layer has no bias (see
     /// [`ops::conv2d_norm_act`]).
     pub fn forward_act(&self, x: &Tensor, act: Option<ops::Activation>) -> Result<Tensor> {
-        if self.bias.is_some() {
-            let y = self.forward(x)?;
-            return match act {
-                Some(a) => ops::activation(&y, a),
-                None => Ok(y),
-            };
-        }
-        Ok(ops::conv2d_norm_act(x, &self.weight, self.params(), None, act)?.y)
+        fused_act(
+            self.bias.is_some(),
+            act,
+            || self.forward(x),
+            || ops::conv2d_norm_act(x, &self.weight, self.params(), None, act),
+        )
     }
 
     /// `act(bn(self(x)))` with `bn` in `mode` — DCGAN's block. In the training modes a layer
@@ -102,16 +100,44 @@ impl Conv2d {
         mode: BnMode,
         act: Option<ops::Activation>,
     ) -> Result<Tensor> {
-        if self.bias.is_some() {
-            return bn.forward_act(&self.forward(x)?, mode, act);
-        }
-        bn.forward_after(
-            mode,
-            act,
-            |b| ops::conv2d_norm_act(x, &self.weight, self.params(), Some(b), act),
+        fused_bn_act(
+            self.bias.is_some(),
+            (bn, mode, act),
             || self.forward(x),
+            |b| ops::conv2d_norm_act(x, &self.weight, self.params(), Some(b), act),
         )
     }
+}
+
+/// `act(linear())` for a layer with a bias (`plain`: the layer's forward, then the activation),
+/// else through the fused op `fused`.
+fn fused_act(
+    has_bias: bool,
+    act: Option<ops::Activation>,
+    plain: impl FnOnce() -> Result<Tensor>,
+    fused: impl FnOnce() -> Result<ops::LayerOutput>,
+) -> Result<Tensor> {
+    if !has_bias {
+        return Ok(fused()?.y);
+    }
+    let y = plain()?;
+    match act {
+        Some(a) => ops::activation(&y, a),
+        None => Ok(y),
+    }
+}
+
+/// `act(bn(linear()))`: through the fused op `fused` unless the layer has a bias.
+fn fused_bn_act(
+    has_bias: bool,
+    (bn, mode, act): (&BatchNorm2d, BnMode, Option<ops::Activation>),
+    plain: impl FnOnce() -> Result<Tensor>,
+    fused: impl FnOnce(ops::FusedBatchNorm<'_>) -> Result<ops::LayerOutput>,
+) -> Result<Tensor> {
+    if has_bias {
+        return bn.forward_act(&plain()?, mode, act);
+    }
+    bn.forward_after(mode, act, fused, plain)
 }
 
 impl Module for Conv2d {
@@ -197,14 +223,12 @@ impl ConvTranspose2d {
     /// `act(self(x))`: one fused op on the CPU kernels when the layer has no bias (see
     /// [`ops::conv_transpose2d_norm_act`]).
     pub fn forward_act(&self, x: &Tensor, act: Option<ops::Activation>) -> Result<Tensor> {
-        if self.bias.is_some() {
-            let y = self.forward(x)?;
-            return match act {
-                Some(a) => ops::activation(&y, a),
-                None => Ok(y),
-            };
-        }
-        Ok(ops::conv_transpose2d_norm_act(x, &self.weight, self.params(), None, act)?.y)
+        fused_act(
+            self.bias.is_some(),
+            act,
+            || self.forward(x),
+            || ops::conv_transpose2d_norm_act(x, &self.weight, self.params(), None, act),
+        )
     }
 
     /// `act(bn(self(x)))` with `bn` in `mode`, fused like [`Conv2d::forward_bn_act`].
@@ -215,14 +239,11 @@ impl ConvTranspose2d {
         mode: BnMode,
         act: Option<ops::Activation>,
     ) -> Result<Tensor> {
-        if self.bias.is_some() {
-            return bn.forward_act(&self.forward(x)?, mode, act);
-        }
-        bn.forward_after(
-            mode,
-            act,
-            |b| ops::conv_transpose2d_norm_act(x, &self.weight, self.params(), Some(b), act),
+        fused_bn_act(
+            self.bias.is_some(),
+            (bn, mode, act),
             || self.forward(x),
+            |b| ops::conv_transpose2d_norm_act(x, &self.weight, self.params(), Some(b), act),
         )
     }
 }

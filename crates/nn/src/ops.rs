@@ -548,21 +548,12 @@ pub fn conv2d_norm_act(
     bn: Option<FusedBatchNorm<'_>>,
     act: Option<Activation>,
 ) -> Result<LayerOutput> {
-    let w = &param(w);
-    let (gamma, beta) = match bn {
-        Some(b) => (Some(param(b.gamma)), Some(param(b.beta))),
-        None => (None, None),
-    };
-    let bn = bn.map(|b| FusedBatchNorm {
-        gamma: gamma.as_ref().unwrap_or(b.gamma),
-        beta: beta.as_ref().unwrap_or(b.beta),
-        eps: b.eps,
-    });
-    if fusable(x, w, bn.as_ref(), act) {
-        fused_output(conv::conv2d_norm_act(x, w, p, bn, act)?, x)
-    } else {
-        unfused(conv2d(x, w, p)?, bn, act)
-    }
+    norm_act_layer(
+        x,
+        (w, bn, act),
+        |w, bn| conv::conv2d_norm_act(x, w, p, bn, act),
+        |w| conv2d(x, w, p),
+    )
 }
 
 /// [`conv2d_norm_act`] with a transposed convolution (PyTorch `conv_transpose2d`, weight
@@ -574,20 +565,34 @@ pub fn conv_transpose2d_norm_act(
     bn: Option<FusedBatchNorm<'_>>,
     act: Option<Activation>,
 ) -> Result<LayerOutput> {
+    norm_act_layer(
+        x,
+        (w, bn, act),
+        |w, bn| conv::conv_transpose2d_norm_act(x, w, p, bn, act),
+        |w| conv_transpose2d(x, w, p),
+    )
+}
+
+/// The dispatch of both fused layers: the parameters as the current scope wants them
+/// ([`param`]), then `fused` (the CPU op) or `linear` followed by the separate batch norm and
+/// activation.
+fn norm_act_layer(
+    x: &Tensor,
+    (w, bn, act): (&Tensor, Option<FusedBatchNorm<'_>>, Option<Activation>),
+    fused: impl FnOnce(&Tensor, Option<FusedBatchNorm<'_>>) -> Result<conv::FusedOutput>,
+    linear: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<LayerOutput> {
     let w = &param(w);
-    let (gamma, beta) = match bn {
-        Some(b) => (Some(param(b.gamma)), Some(param(b.beta))),
-        None => (None, None),
-    };
-    let bn = bn.map(|b| FusedBatchNorm {
-        gamma: gamma.as_ref().unwrap_or(b.gamma),
-        beta: beta.as_ref().unwrap_or(b.beta),
-        eps: b.eps,
+    let scoped = bn.map(|b| (param(b.gamma), param(b.beta), b.eps));
+    let bn = scoped.as_ref().map(|(gamma, beta, eps)| FusedBatchNorm {
+        gamma,
+        beta,
+        eps: *eps,
     });
     if fusable(x, w, bn.as_ref(), act) {
-        fused_output(conv::conv_transpose2d_norm_act(x, w, p, bn, act)?, x)
+        fused_output(fused(w, bn)?, x)
     } else {
-        unfused(conv_transpose2d(x, w, p)?, bn, act)
+        unfused(linear(w)?, bn, act)
     }
 }
 

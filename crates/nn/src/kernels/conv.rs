@@ -887,15 +887,45 @@ fn zero_short<T: Elem>(s: &mut [T]) {
 fn im2col<T: Elem>(
     g: &Geom,
     x: &View<T>,
-    (n0, nb): (usize, usize),
-    (p0, pn): (usize, usize),
+    blocks: (usize, usize),
+    positions: (usize, usize),
     cols: &mut [T],
 ) {
-    if g.s > 1 && g.d == 1 && g.kw > 1 && x.st[3] == 1 {
-        return im2col_phases(g, x, (n0, nb), (p0, pn), cols);
+    let sw = x.st[3];
+    if g.s > 1 && g.d == 1 && g.kw > 1 && sw == 1 {
+        // Strided kernel over contiguous rows: each input row a segment reads is copied once,
+        // zero-padded, and split into its `s` phases (`phase_φ[j] = row[s·j + φ − pad]`); tap
+        // `kj` of output column `ow` is then `phase_{kj mod s}[ow + kj div s]`, so every tap
+        // row is one contiguous copy instead of a strided gather with padding checks.
+        let s = g.s;
+        // Phase length: output columns plus the taps' reach beyond them.
+        let plen = g.ow + (g.kw - 1) / s;
+        // padded[i] = row[i − pad] (zero outside the row), long enough for every phase entry.
+        let mut padded = vec![T::zero(); s * plen];
+        let mut phases = vec![T::zero(); s * plen];
+        let lead = g.pad.min(s * plen);
+        let inside = g.w.min(s * plen - lead); // row elements that land in `padded`
+        im2col_rows(
+            g,
+            x,
+            blocks,
+            positions,
+            cols,
+            |rows, ncols, range, (ow0, ow1), src| {
+                padded[lead..lead + inside].copy_from_slice(&x.data[src..src + inside]);
+                for (phi, ph) in phases.chunks_exact_mut(plen).enumerate() {
+                    for (j, v) in ph.iter_mut().enumerate() {
+                        *v = padded[s * j + phi];
+                    }
+                }
+                for (kj, seg) in tap_segments(rows, ncols, range).enumerate() {
+                    let ph = &phases[(kj % s) * plen + kj / s..];
+                    copy_run(seg, &ph[ow0..ow1]);
+                }
+            },
+        );
+        return;
     }
-    let ncols = nb * pn;
-    let (sh, sw) = (x.st[2], x.st[3]);
     let step = g.s * sw;
     // Per tap column: the valid output columns and the input column of the first one.
     let taps: Vec<(usize, usize, usize)> = (0..g.kw)
@@ -904,61 +934,52 @@ fn im2col<T: Elem>(
             (lo, hi, (lo * g.s + kj * g.d).saturating_sub(g.pad))
         })
         .collect();
-    for (r, rows) in cols
-        .chunks_exact_mut(ncols * g.kw)
-        .take(g.c * g.kh)
-        .enumerate()
-    {
-        let (c, ki) = (r / g.kh, r % g.kh);
-        for b in 0..nb {
-            let plane = x.plane(n0 + b, c);
-            for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
-                let col0 = b * pn + j0;
-                let len = ow1 - ow0;
-                let Some(ih) = g.in_row(oh, ki) else {
-                    for row in rows.chunks_exact_mut(ncols) {
-                        row[col0..col0 + len].fill(T::zero());
-                    }
-                    return;
-                };
-                let src = plane + ih * sh;
-                for (row, &(lo, hi, iw_lo)) in rows.chunks_exact_mut(ncols).zip(&taps) {
-                    let seg = &mut row[col0..col0 + len];
-                    let (a, e) = (lo.clamp(ow0, ow1), hi.clamp(ow0, ow1));
-                    let (z0, rest) = seg.split_at_mut(a - ow0);
-                    let (mid, z1) = rest.split_at_mut(e - a);
-                    zero_short(z0);
-                    zero_short(z1);
-                    if a < e {
-                        let iw = iw_lo + (a - lo) * g.s;
-                        copy_strided(mid, x.data, src + iw * sw, step);
-                    }
+    im2col_rows(
+        g,
+        x,
+        blocks,
+        positions,
+        cols,
+        |rows, ncols, range, (ow0, ow1), src| {
+            for (seg, &(lo, hi, iw_lo)) in tap_segments(rows, ncols, range).zip(&taps) {
+                let (a, e) = (lo.clamp(ow0, ow1), hi.clamp(ow0, ow1));
+                let (z0, rest) = seg.split_at_mut(a - ow0);
+                let (mid, z1) = rest.split_at_mut(e - a);
+                zero_short(z0);
+                zero_short(z1);
+                if a < e {
+                    let iw = iw_lo + (a - lo) * g.s;
+                    copy_strided(mid, x.data, src + iw * sw, step);
                 }
-            });
-        }
-    }
+            }
+        },
+    );
 }
 
-/// [`im2col`] for a strided kernel (stride `s > 1`, no dilation) over contiguous input rows.
-/// Each input row a segment reads is copied once, zero-padded, and split into its `s` phases
-/// (`phase_φ[j] = row[s·j + φ − pad]`); tap `kj` of output column `ow` is then
-/// `phase_{kj mod s}[ow + kj div s]`, so every tap row is one contiguous copy instead of a
-/// strided gather with padding checks.
-fn im2col_phases<T: Elem>(
+/// Columns `range` of each of the `KW` rows (`ncols` long) of one `(c, ki)` group, in tap order.
+fn tap_segments<T>(
+    rows: &mut [T],
+    ncols: usize,
+    range: std::ops::Range<usize>,
+) -> impl Iterator<Item = &mut [T]> {
+    rows.chunks_exact_mut(ncols)
+        .map(move |row| &mut row[range.clone()])
+}
+
+/// The loops of [`im2col`]: for every `(c, ki)` group of `KW` rows, image and output-row segment
+/// `ow0..ow1`, zero-fills the segment's columns when tap row `ki` falls outside the image and
+/// otherwise calls `fill(rows, ncols, columns, (ow0, ow1), src)` with the group's rows, the
+/// segment's column range (see [`tap_segments`]) and the offset in `x.data` of the input row
+/// they read.
+fn im2col_rows<T: Elem>(
     g: &Geom,
     x: &View<T>,
     (n0, nb): (usize, usize),
     (p0, pn): (usize, usize),
     cols: &mut [T],
+    mut fill: impl FnMut(&mut [T], usize, std::ops::Range<usize>, (usize, usize), usize),
 ) {
     let ncols = nb * pn;
-    let s = g.s;
-    // Phase length: output columns plus the taps' reach beyond them.
-    let plen = g.ow + (g.kw - 1) / s;
-    // padded[i] = row[i − pad] (zero outside the row), long enough for every phase entry.
-    let mut padded = vec![T::zero(); s * plen];
-    let mut phases = vec![T::zero(); s * plen];
-    let inside = g.w.min(s * plen - g.pad.min(s * plen)); // row elements that land in `padded`
     for (r, rows) in cols
         .chunks_exact_mut(ncols * g.kw)
         .take(g.c * g.kh)
@@ -968,25 +989,10 @@ fn im2col_phases<T: Elem>(
         for b in 0..nb {
             let plane = x.plane(n0 + b, c);
             for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
-                let col0 = b * pn + j0;
-                let len = ow1 - ow0;
-                let Some(ih) = g.in_row(oh, ki) else {
-                    for row in rows.chunks_exact_mut(ncols) {
-                        row[col0..col0 + len].fill(T::zero());
-                    }
-                    return;
-                };
-                let src = plane + ih * x.st[2];
-                padded[g.pad.min(s * plen)..g.pad.min(s * plen) + inside]
-                    .copy_from_slice(&x.data[src..src + inside]);
-                for (phi, ph) in phases.chunks_exact_mut(plen).enumerate() {
-                    for (j, v) in ph.iter_mut().enumerate() {
-                        *v = padded[s * j + phi];
-                    }
-                }
-                for (kj, row) in rows.chunks_exact_mut(ncols).enumerate() {
-                    let ph = &phases[(kj % s) * plen + kj / s..];
-                    copy_run(&mut row[col0..col0 + len], &ph[ow0..ow1]);
+                let range = b * pn + j0..b * pn + j0 + (ow1 - ow0);
+                match g.in_row(oh, ki) {
+                    None => tap_segments(rows, ncols, range).for_each(|seg| seg.fill(T::zero())),
+                    Some(ih) => fill(rows, ncols, range, (ow0, ow1), plane + ih * x.st[2]),
                 }
             });
         }
