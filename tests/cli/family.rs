@@ -231,8 +231,15 @@ fn lapgan_trains_resumes_and_samples_each_level_side_by_side() {
         .unwrap();
     assert_eq!(bd["main.0.weight"].dims(), [16, 64]);
     assert_eq!(bd["main.6.weight"].dims(), [1, 16]);
+    // The level discriminators see the paper's l + h (one channel), with dropout 0.5.
+    let ld =
+        candle_core::safetensors::load(run.join("final/level1_discriminator.safetensors"), &dev)
+            .unwrap();
+    assert_eq!(ld["conv1.weight"].dims(), [8, 1, 4, 4]);
     let recipe = std::fs::read_to_string(run.join("final/recipe.toml")).unwrap();
     assert!(recipe.contains("base = \"mlp\""), "{recipe}");
+    assert!(recipe.contains("level_d_input = \"sum\""), "{recipe}");
+    assert!(recipe.contains("level_d_dropout = 0.5"), "{recipe}");
     // Preview: 4 samples × 3 levels (8, 16, 32 shown at 32×32), padding 2.
     let grid = image::open(run.join("samples/step-00000006.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (3 * 34 + 2, 4 * 34 + 2));
@@ -256,6 +263,60 @@ fn lapgan_trains_resumes_and_samples_each_level_side_by_side() {
     )
     .unwrap();
     assert_eq!(z["z"].dims(), [5, 16 + 256 + 1024]);
+}
+
+/// A run trained before `model.level_d_input` / `level_d_dropout` existed (its level
+/// discriminators saw `[h, l]` stacked, without dropout, and its resolved recipe lacks the keys)
+/// still resumes exactly: a run's recipe.toml without them means the old networks.
+#[test]
+fn lapgan_run_from_before_the_level_d_keys_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let old = [
+        mnist_dir(d.path()),
+        "model.level_d_input=\"concat\"".into(),
+        "model.level_d_dropout=0.0".into(),
+    ];
+    let (a, b) = (d.path().join("straight"), d.path().join("split"));
+    for (run, steps) in [(&a, "6"), (&b, "3")] {
+        let mut args = vec![
+            "train",
+            "recipes/tiny/lapgan-mnist.toml",
+            "--device",
+            "cpu",
+            "--run-dir",
+            s(run),
+            "-q",
+        ];
+        for o in &old {
+            args.extend(["--set", o]);
+        }
+        let steps = format!("train.steps={steps}");
+        args.extend(["--set", &steps]);
+        easel_ok(&args);
+    }
+    // Strip the keys, as in a recipe.toml written before they existed.
+    let path = b.join("recipe.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("level_d_input = \"concat\""), "{text}");
+    let stripped: String = text
+        .lines()
+        .filter(|l| !l.starts_with("level_d_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, stripped).unwrap();
+    easel_ok(&["resume", s(&b), "--device", "cpu", "--set", "train.steps=6"]);
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "the old run resumed on other networks"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("level_d_input = \"concat\""), "{text}");
+    assert!(text.contains("level_d_dropout = 0.0"), "{text}");
+    let dev = candle_core::Device::Cpu;
+    let d1 = candle_core::safetensors::load(b.join("final/level1_discriminator.safetensors"), &dev)
+        .unwrap();
+    assert_eq!(d1["conv1.weight"].dims(), [8, 2, 4, 4], "[h, l] stacked");
 }
 
 #[test]

@@ -511,17 +511,7 @@ pub(crate) mod tests {
         let bs = ParamStore::new(&Device::Cpu, 1);
         let base = Generator::new(&base_cfg, bs.var_builder()).unwrap();
         let ls = ParamStore::new(&Device::Cpu, 2);
-        let lvl = LevelGenerator::new(
-            &LevelConfig {
-                image_size: 16,
-                channels: 3,
-                ngf: 8,
-                ndf: 8,
-                num_classes: 0,
-            },
-            ls.var_builder(),
-        )
-        .unwrap();
+        let lvl = LevelGenerator::new(&LevelConfig::new(16, 3, 8, 8), ls.var_builder()).unwrap();
         LapganGenerator::from_parts(base, vec![lvl]).unwrap()
     }
 

@@ -4,20 +4,40 @@
 //! An image is generated coarse to fine. The coarsest level (8×8) is a plain GAN: either the
 //! fully connected networks of the authors' code ([`MlpGenerator`], [`MlpDiscriminator`]) or the
 //! DCGAN networks of [`crate::dcgan`] at 8×8 (see [`BaseGenerator`], [`BaseDiscriminator`]).
-//! Every finer level `k` has its own pair: the generator takes a noise plane and the upsampled coarser image `l = expand(I_{k+1})` and
-//! produces the band-pass residual `h_k`, so that `I_k = l + h_k`; the discriminator sees a
-//! residual together with `l` and tells real residuals (from the Laplacian pyramid of training
-//! images) from generated ones. Levels train independently on precomputed pyramid pairs, as in
-//! the authors' `eyescream` code.
+//! Every finer level `k` has its own pair: the generator takes a noise plane and the upsampled
+//! coarser image `l = expand(I_{k+1})` and produces the band-pass residual `h_k`, so that
+//! `I_k = l + h_k`. The discriminator tells real residuals (from the Laplacian pyramid of
+//! training images) from generated ones, conditioned on `l`: as in the paper (section 3.1) and
+//! eyescream (`nn.CAddTable()`), it is shown the full-resolution image `l + h_k`
+//! ([`LevelDInput::Sum`], the default), or — easel's earlier variant, kept for runs trained with
+//! it — `h_k` and `l` stacked as channels ([`LevelDInput::Concat`]), which lets it judge the
+//! residual's statistics on their own. Levels train independently on precomputed pyramid pairs,
+//! as in the authors' `eyescream` code.
 //!
 //! The finer-level networks follow eyescream's convolutional level models (3×3/5×5 convolutions,
-//! ReLU, a linear output for the residual), with batch norm (DCGAN's practice) and, for the
+//! ReLU, a linear output for the residual; the level discriminator with dropout before its output
+//! layer, `LevelConfig::d_dropout`, drawn from a caller-supplied uniform stream like the MLP
+//! base's), with batch norm (DCGAN's practice; eyescream's level D has none) and, for the
 //! class-conditional LAPGAN of the paper, one-hot label planes stacked on each network's input.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use easel_nn::{ops, BatchNorm2d, BnMode, Conv2d, Conv2dConfig};
 use serde::{Deserialize, Serialize};
+
+/// What a finer level's discriminator is shown of a (residual `h`, upsampled coarse image `l`)
+/// pair (recipe key `model.level_d_input`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LevelDInput {
+    /// The paper's (section 3.1; eyescream's `nn.CAddTable()`): the full-resolution image
+    /// `l + h` (C channels, plus the label planes of a conditional model), so D judges images of
+    /// that level, not residuals in isolation.
+    Sum,
+    /// `h` and `l` stacked as 2C channels (plus label planes): easel's level D before the paper's
+    /// sum was added; it lets D judge the residual's statistics apart from the image.
+    Concat,
+}
 
 /// One finer level's networks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +54,62 @@ pub struct LevelConfig {
     /// Classes of a class-conditional LAPGAN (0 = unconditional).
     #[serde(default)]
     pub num_classes: usize,
+    /// What the discriminator sees: the paper's `l + h` (`"sum"`, the default) or `[h, l]`
+    /// stacked as channels (`"concat"`).
+    #[serde(default = "level_defaults::d_input")]
+    pub d_input: LevelDInput,
+    /// Drop probability of the discriminator's inverted dropout before its output layer, in
+    /// training only (eyescream's level D: `nn.Dropout(0.5)` before its final linear layer; the
+    /// default 0.5). 0 disables it (and then no uniforms are drawn).
+    #[serde(default = "level_defaults::d_dropout")]
+    pub d_dropout: f64,
+}
+
+mod level_defaults {
+    pub fn d_input() -> super::LevelDInput {
+        super::LevelDInput::Sum
+    }
+    pub fn d_dropout() -> f64 {
+        0.5
+    }
+}
+
+impl LevelConfig {
+    /// A level of side `image_size` with the paper's discriminator (sum input, dropout 0.5),
+    /// unconditional.
+    pub fn new(image_size: usize, channels: usize, ngf: usize, ndf: usize) -> Self {
+        Self {
+            image_size,
+            channels,
+            ngf,
+            ndf,
+            num_classes: 0,
+            d_input: level_defaults::d_input(),
+            d_dropout: level_defaults::d_dropout(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.image_size < 8 || !self.image_size.is_multiple_of(4) {
+            candle_core::bail!(
+                "LAPGAN level size must be a multiple of 4 and at least 8, got {}",
+                self.image_size
+            )
+        }
+        if self.channels == 0 || self.ngf == 0 || self.ndf == 0 || self.num_classes == 1 {
+            candle_core::bail!(
+                "LAPGAN level needs positive channels, ngf and ndf and num_classes 0 or ≥ 2, \
+                 got {self:?}"
+            )
+        }
+        if !(0.0..1.0).contains(&self.d_dropout) {
+            candle_core::bail!(
+                "LAPGAN level d_dropout must be in [0, 1), got {}",
+                self.d_dropout
+            )
+        }
+        Ok(())
+    }
 }
 
 const W_INIT: Init = Init::Randn {
@@ -112,6 +188,7 @@ pub struct LevelGenerator {
 impl LevelGenerator {
     /// Builds the level under `vb` (`conv1`, `bn1`, `conv2`, `bn2`, `conv3`).
     pub fn new(cfg: &LevelConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
         let c_in = 1 + cfg.channels + cfg.num_classes;
         let k5 = Conv2dConfig::new(5, 1, 2).no_bias();
         let c1 = Conv2d::new(c_in, cfg.ngf, k5, W_INIT, vb.pp("conv1"))?;
@@ -165,7 +242,14 @@ impl LevelGenerator {
     }
 }
 
-/// A finer level's discriminator: (residual, upsampled coarse image [, labels]) → logit `[B]`.
+/// A finer level's discriminator: (residual `h`, upsampled coarse image `l` [, labels]) → logit
+/// `[B]`.
+///
+/// Its input is the paper's full-resolution image `l + h` ([`LevelDInput::Sum`]) or `[h, l]`
+/// stacked ([`LevelDInput::Concat`]), with one-hot label planes appended when conditional; then
+/// `conv1` (4×4, stride 2, LeakyReLU 0.2), `conv2` (4×4, stride 2, batch norm, LeakyReLU 0.2),
+/// inverted dropout (`d_dropout`, training only, as eyescream's level D before its last layer) and
+/// `conv3`, an `S/4 × S/4` convolution over the whole feature map: the linear output layer.
 #[derive(Debug, Clone)]
 pub struct LevelDiscriminator {
     c1: Conv2d,
@@ -178,13 +262,11 @@ pub struct LevelDiscriminator {
 impl LevelDiscriminator {
     /// Builds the level under `vb` (`conv1`, `conv2`, `bn2`, `conv3`).
     pub fn new(cfg: &LevelConfig, vb: VarBuilder) -> Result<Self> {
-        if cfg.image_size < 8 || !cfg.image_size.is_multiple_of(4) {
-            candle_core::bail!(
-                "LAPGAN level size must be a multiple of 4 and at least 8, got {}",
-                cfg.image_size
-            )
-        }
-        let c_in = 2 * cfg.channels + cfg.num_classes;
+        cfg.validate()?;
+        let c_in = match cfg.d_input {
+            LevelDInput::Sum => cfg.channels,
+            LevelDInput::Concat => 2 * cfg.channels,
+        } + cfg.num_classes;
         let down = Conv2dConfig::new(4, 2, 1).no_bias();
         let c1 = Conv2d::new(c_in, cfg.ndf, down, W_INIT, vb.pp("conv1"))?;
         let c2 = Conv2d::new(cfg.ndf, cfg.ndf * 2, down, W_INIT, vb.pp("conv2"))?;
@@ -206,8 +288,8 @@ impl LevelDiscriminator {
         })
     }
 
-    /// Logits `[B]`.
-    pub fn forward(
+    /// The features before dropout and the output layer, `[B, 2ndf, S/4, S/4]`.
+    fn features(
         &self,
         residual: &Tensor,
         coarse_up: &Tensor,
@@ -216,19 +298,43 @@ impl LevelDiscriminator {
     ) -> Result<Tensor> {
         check(residual, &self.cfg, "discriminator")?;
         check(coarse_up, &self.cfg, "discriminator")?;
-        let b = residual.dim(0)?;
-        let mut parts = vec![residual.clone(), coarse_up.clone()];
+        let mut parts = match self.cfg.d_input {
+            LevelDInput::Sum => vec![(residual + coarse_up)?], // the image l + h
+            LevelDInput::Concat => vec![residual.clone(), coarse_up.clone()],
+        };
         if let Some(p) = label_planes(labels, self.cfg.num_classes, coarse_up)? {
             parts.push(p);
         }
-        let x = Tensor::cat(&parts, 1)?; // [B, 2C (+ classes), S, S]
+        let x = Tensor::cat(&parts, 1)?; // [B, C or 2C (+ classes), S, S]
         let x = ops::leaky_relu(&self.c1.forward(&x)?, 0.2)?; // [B, ndf, S/2, S/2]
-        let x = self.b2.forward_act(
+        self.b2.forward_act(
             &self.c2.forward(&x)?,
             mode,
             Some(ops::Activation::LeakyRelu(0.2)),
-        )?; // [B, 2ndf, S/4, S/4]
+        ) // [B, 2ndf, S/4, S/4]
+    }
+
+    /// Logits `[B]`. `mode` is the batch norm's; dropout runs when `uniforms` is given (training:
+    /// one uniform per feature, row-major `[B, 2ndf, S/4, S/4]`, fresh for every call), never
+    /// otherwise (evaluation).
+    pub fn forward(
+        &self,
+        residual: &Tensor,
+        coarse_up: &Tensor,
+        labels: Option<&Tensor>,
+        mode: BnMode,
+        uniforms: Option<Uniforms<'_>>,
+    ) -> Result<Tensor> {
+        let b = residual.dim(0)?;
+        let x = self.features(residual, coarse_up, labels, mode)?; // [B, 2ndf, S/4, S/4]
+        let mut uniforms = uniforms;
+        let x = inverted_dropout(&x, self.cfg.d_dropout, uniforms.as_mut())?;
         self.out.forward(&x)?.reshape(b) // [B]
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &LevelConfig {
+        &self.cfg
     }
 }
 
@@ -443,6 +549,30 @@ impl MlpGenerator {
 /// step's seeded stream, so dropout is deterministic and resumes exactly.
 pub type Uniforms<'a> = &'a mut dyn FnMut(usize) -> Vec<f32>;
 
+/// Inverted dropout of `x` (any shape): each element is kept, scaled by 1/(1−p), where its
+/// uniform (one per element, in row-major order) is ≥ p, and zeroed otherwise. Without a uniform
+/// source (evaluation) or at p = 0 it is the identity and draws nothing.
+fn inverted_dropout(x: &Tensor, p: f64, uniforms: Option<&mut Uniforms<'_>>) -> Result<Tensor> {
+    let Some(draw) = uniforms else {
+        return Ok(x.clone());
+    };
+    if p == 0.0 {
+        return Ok(x.clone());
+    }
+    let n = x.elem_count();
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let u = draw(n);
+    if u.len() != n {
+        candle_core::bail!("dropout needs {n} uniforms, got {}", u.len())
+    }
+    let mask: Vec<f32> = u
+        .into_iter()
+        .map(|u| if (u as f64) < p { 0.0 } else { keep })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
+}
+
 /// The MLP base discriminator: image `[B, C, S, S]` (⊕ one-hot label) → logit `[B]`.
 ///
 /// Parameters are named as the PyTorch module
@@ -471,29 +601,6 @@ impl MlpDiscriminator {
         })
     }
 
-    /// Inverted dropout of `x` `[B, H]`: keeps each unit where its uniform is ≥ p.
-    fn dropout(&self, x: &Tensor, uniforms: Option<&mut Uniforms<'_>>) -> Result<Tensor> {
-        let p = self.cfg.dropout;
-        let Some(draw) = uniforms else {
-            return Ok(x.clone());
-        };
-        if p == 0.0 {
-            return Ok(x.clone());
-        }
-        let (b, h) = x.dims2()?;
-        let keep = (1.0 / (1.0 - p)) as f32;
-        let u = draw(b * h);
-        if u.len() != b * h {
-            candle_core::bail!("dropout needs {} uniforms, got {}", b * h, u.len())
-        }
-        let mask: Vec<f32> = u
-            .into_iter()
-            .map(|u| if (u as f64) < p { 0.0 } else { keep })
-            .collect();
-        let mask = Tensor::from_vec(mask, (b, h), x.device())?.to_dtype(x.dtype())?;
-        x * mask
-    }
-
     /// Logits `[B]` of images `x` `[B, C, S, S]` (and labels `[B]` when conditional). Dropout
     /// runs when `uniforms` is given (training), never otherwise (evaluation).
     pub fn forward(
@@ -518,9 +625,9 @@ impl MlpDiscriminator {
             None => flat,                               // [B, C·S·S]
         };
         let x = ops::leaky_relu(&self.l0.forward(&x)?, c.leaky_slope)?; // [B, d_hidden]
-        let x = self.dropout(&x, uniforms.as_mut())?; // [B, d_hidden]
+        let x = inverted_dropout(&x, c.dropout, uniforms.as_mut())?; // [B, d_hidden]
         let x = ops::leaky_relu(&self.l3.forward(&x)?, c.leaky_slope)?; // [B, d_hidden]
-        let x = self.dropout(&x, uniforms.as_mut())?; // [B, d_hidden]
+        let x = inverted_dropout(&x, c.dropout, uniforms.as_mut())?; // [B, d_hidden]
         self.l6.forward(&x)?.reshape(b) // [B]
     }
 
@@ -1060,13 +1167,7 @@ mod tests {
         assert!(ds.tensors().values().all(|t| g.get(t).is_some()));
 
         let base = MlpGenerator::new(&cfg, ParamStore::new(&dev, 0).var_builder()).unwrap();
-        let lv = LevelConfig {
-            image_size: 16,
-            channels: 1,
-            ngf: 4,
-            ndf: 4,
-            num_classes: 0,
-        };
+        let lv = LevelConfig::new(16, 1, 4, 4);
         let l1 = LevelGenerator::new(&lv, ParamStore::new(&dev, 2).var_builder()).unwrap();
         let chain = LapganGenerator::from_parts(base.clone(), vec![l1]).unwrap();
         assert_eq!(chain.latent_dim(), 5 + 256);
@@ -1093,25 +1194,32 @@ mod tests {
     #[test]
     fn shapes_names_and_conditioning() {
         let cfg = LevelConfig {
-            image_size: 16,
-            channels: 3,
-            ngf: 8,
-            ndf: 4,
             num_classes: 2,
+            ..LevelConfig::new(16, 3, 8, 4)
         };
         let gs = ParamStore::new(&Device::Cpu, 0);
         let g = LevelGenerator::new(&cfg, gs.var_builder()).unwrap();
         let ds = ParamStore::new(&Device::Cpu, 0);
         let d = LevelDiscriminator::new(&cfg, ds.var_builder()).unwrap();
         assert_eq!(gs.tensors()["conv1.weight"].dims(), [8, 1 + 3 + 2, 5, 5]);
-        assert_eq!(ds.tensors()["conv1.weight"].dims(), [4, 3 + 3 + 2, 4, 4]);
+        // The paper's input: the image l + h (C channels) and the label planes.
+        assert_eq!(ds.tensors()["conv1.weight"].dims(), [4, 3 + 2, 4, 4]);
+        let concat = LevelConfig {
+            d_input: LevelDInput::Concat,
+            ..cfg.clone()
+        };
+        let cs = ParamStore::new(&Device::Cpu, 0);
+        LevelDiscriminator::new(&concat, cs.var_builder()).unwrap();
+        assert_eq!(cs.tensors()["conv1.weight"].dims(), [4, 3 + 3 + 2, 4, 4]);
         let noise = Tensor::randn(0f32, 1., (2, 1, 16, 16), &Device::Cpu).unwrap();
         let up = Tensor::randn(0f32, 1., (2, 3, 16, 16), &Device::Cpu).unwrap();
         let l = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
         let h = g.forward(&noise, &up, Some(&l), BnMode::Train).unwrap();
         assert_eq!(h.dims(), [2, 3, 16, 16]);
         assert_eq!(
-            d.forward(&h, &up, Some(&l), BnMode::Train).unwrap().dims(),
+            d.forward(&h, &up, Some(&l), BnMode::Train, None)
+                .unwrap()
+                .dims(),
             [2]
         );
         assert!(g
@@ -1121,7 +1229,7 @@ mod tests {
             .contains("needs labels"));
         let bad = Tensor::zeros((2, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
         assert!(d
-            .forward(&bad, &up, Some(&l), BnMode::Eval)
+            .forward(&bad, &up, Some(&l), BnMode::Eval, None)
             .unwrap_err()
             .to_string()
             .contains("[B, 3, 16, 16]"));
@@ -1141,13 +1249,7 @@ mod tests {
         let base =
             crate::dcgan::Generator::new(&base_cfg, ParamStore::new(&Device::Cpu, 0).var_builder())
                 .unwrap();
-        let lv = |s| LevelConfig {
-            image_size: s,
-            channels: 1,
-            ngf: 4,
-            ndf: 4,
-            num_classes: 0,
-        };
+        let lv = |s| LevelConfig::new(s, 1, 4, 4);
         let l1 =
             LevelGenerator::new(&lv(16), ParamStore::new(&Device::Cpu, 1).var_builder()).unwrap();
         let l2 =
@@ -1191,5 +1293,267 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("cannot follow size 8"));
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// A conditional level discriminator with O(1) weights (×25 the 0.02 initialisation) and
+    /// batch norm running statistics from one training pass.
+    fn trained_level_d(cfg: &LevelConfig, seed: u64) -> LevelDiscriminator {
+        let dev = Device::Cpu;
+        let store = ParamStore::new(&dev, seed);
+        let d = LevelDiscriminator::new(cfg, store.var_builder()).unwrap();
+        let scaled = store
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k.starts_with("conv") {
+                    (v * 25.0).unwrap()
+                } else {
+                    v
+                };
+                (k, v)
+            })
+            .collect();
+        store.load_tensors(&scaled).unwrap();
+        let s = cfg.image_size;
+        let h = Tensor::randn(0f32, 0.3, (4, cfg.channels, s, s), &dev).unwrap();
+        let l = Tensor::randn(0f32, 1., (4, cfg.channels, s, s), &dev).unwrap();
+        let y = Tensor::new(&[0u32, 1, 2, 1], &dev).unwrap();
+        d.forward(&h, &l, Some(&y), BnMode::Train, None).unwrap();
+        d
+    }
+
+    #[test]
+    fn sum_input_discriminator_sees_only_the_image_l_plus_h() {
+        let dev = Device::Cpu;
+        let cfg = LevelConfig {
+            num_classes: 3,
+            ..LevelConfig::new(16, 2, 4, 4)
+        };
+        assert_eq!(
+            cfg.d_input,
+            LevelDInput::Sum,
+            "the paper's input is the default"
+        );
+        let h = Tensor::randn(0f32, 0.3, (3, 2, 16, 16), &dev).unwrap();
+        let l = Tensor::randn(0f32, 1., (3, 2, 16, 16), &dev).unwrap();
+        let delta = Tensor::randn(0f32, 0.5, (3, 2, 16, 16), &dev).unwrap();
+        let (h2, l2) = ((&h + &delta).unwrap(), (&l - &delta).unwrap());
+        let y = Tensor::new(&[2u32, 0, 1], &dev).unwrap();
+        for (d_input, invariant) in [(LevelDInput::Sum, true), (LevelDInput::Concat, false)] {
+            let d = trained_level_d(
+                &LevelConfig {
+                    d_input,
+                    ..cfg.clone()
+                },
+                3,
+            );
+            let a = d.forward(&h, &l, Some(&y), BnMode::Eval, None).unwrap();
+            let b = d.forward(&h2, &l2, Some(&y), BnMode::Eval, None).unwrap();
+            let diff = max_abs_diff(&a, &b);
+            let scale = a.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(
+                scale > 1e-3,
+                "{d_input:?}: logits are not trivially zero ({a})"
+            );
+            if invariant {
+                assert!(
+                    diff < 1e-5,
+                    "{d_input:?}: (h + δ, l − δ) changed the logits by {diff}"
+                );
+            } else {
+                assert!(
+                    diff > 1e-3,
+                    "{d_input:?}: logits should see h and l apart ({diff})"
+                );
+            }
+            // Either way the labels still matter.
+            let y2 = Tensor::new(&[0u32, 1, 2], &dev).unwrap();
+            let c = d.forward(&h, &l, Some(&y2), BnMode::Eval, None).unwrap();
+            assert!(
+                max_abs_diff(&a, &c) > 1e-2 * scale,
+                "{d_input:?}: labels ignored"
+            );
+        }
+    }
+
+    #[test]
+    fn level_discriminator_dropout_matches_a_hand_computation() {
+        let dev = Device::Cpu;
+        // p = 0.25: kept units ×4/3, so a wrong scale (or none) shows.
+        let cfg = LevelConfig {
+            num_classes: 2,
+            d_dropout: 0.25,
+            ..LevelConfig::new(16, 1, 3, 2)
+        };
+        let store = ParamStore::new(&dev, 11);
+        let d = LevelDiscriminator::new(&cfg, store.var_builder()).unwrap();
+        let h = Tensor::randn(0f32, 0.3, (2, 1, 16, 16), &dev).unwrap();
+        let l = Tensor::randn(0f32, 1., (2, 1, 16, 16), &dev).unwrap();
+        let y = Tensor::new(&[1u32, 0], &dev).unwrap();
+        // Features [B, 2ndf, S/4, S/4] = [2, 4, 4, 4]; the output layer is linear in them.
+        let f: Vec<f32> = d
+            .features(&h, &l, Some(&y), BnMode::Eval)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let per = 4 * 4 * 4;
+        assert_eq!(f.len(), 2 * per);
+        let w: Vec<f32> = store.tensors()["conv3.weight"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap(); // [1, 4, 4, 4]
+        let bias = store.tensors()["conv3.bias"].to_vec1::<f32>().unwrap()[0] as f64;
+        let logit = |mask: &dyn Fn(usize) -> f64, b: usize| -> f64 {
+            bias + (0..per)
+                .map(|j| w[j] as f64 * f[b * per + j] as f64 * mask(b * per + j))
+                .sum::<f64>()
+        };
+        // A known uniform sequence: unit i of call c gets seq[(i + c) % 7].
+        let seq = [0.1f32, 0.7, 0.24, 0.25, 0.9, 0.2, 0.5];
+        let source = |calls: &mut Vec<usize>, n: usize| -> Vec<f32> {
+            calls.push(n);
+            let c = calls.len();
+            (0..n).map(|i| seq[(i + c) % seq.len()]).collect()
+        };
+        let mut calls = Vec::new();
+        let mut u = |n: usize| source(&mut calls, n);
+        let train1: Vec<f32> = d
+            .forward(&h, &l, Some(&y), BnMode::Eval, Some(&mut u))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let train2: Vec<f32> = d
+            .forward(&h, &l, Some(&y), BnMode::Eval, Some(&mut u))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(
+            calls,
+            [2 * per, 2 * per],
+            "one uniform per feature, per call"
+        );
+        let eval: Vec<f32> = d
+            .forward(&h, &l, Some(&y), BnMode::Eval, None)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mask = |call: usize| {
+            move |i: usize| {
+                if seq[(i + call) % seq.len()] < 0.25 {
+                    0.0
+                } else {
+                    4.0 / 3.0
+                }
+            }
+        };
+        for b in 0..2 {
+            for (got, want, what) in [
+                (eval[b], logit(&|_| 1.0, b), "eval: no dropout"),
+                (train1[b], logit(&mask(1), b), "first training call"),
+                (train2[b], logit(&mask(2), b), "second training call"),
+            ] {
+                assert!(
+                    (got as f64 - want).abs() < 1e-5,
+                    "{what}, sample {b}: {got} vs {want}"
+                );
+            }
+        }
+        assert_ne!(train1, eval, "dropout changed the logits");
+        assert_ne!(train1, train2, "fresh masks on every call");
+        // The same uniforms give the same logits.
+        let mut calls2 = Vec::new();
+        let mut u2 = |n: usize| source(&mut calls2, n);
+        let again: Vec<f32> = d
+            .forward(&h, &l, Some(&y), BnMode::Eval, Some(&mut u2))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(again, train1);
+        // p = 0 draws nothing (runs trained without level dropout resume on the same stream).
+        let none = LevelDiscriminator::new(
+            &LevelConfig {
+                d_dropout: 0.0,
+                ..cfg.clone()
+            },
+            store.var_builder(),
+        )
+        .unwrap();
+        let mut calls0 = Vec::new();
+        let mut u0 = |n: usize| source(&mut calls0, n);
+        let z: Vec<f32> = none
+            .forward(&h, &l, Some(&y), BnMode::Eval, Some(&mut u0))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(calls0.is_empty());
+        assert_eq!(z, eval);
+    }
+
+    #[test]
+    fn level_config_is_validated_and_defaults_to_the_paper() {
+        let dev = Device::Cpu;
+        let cfg: LevelConfig =
+            serde_json::from_str(r#"{"image_size": 16, "channels": 1, "ngf": 4, "ndf": 4}"#)
+                .unwrap();
+        assert_eq!(cfg, LevelConfig::new(16, 1, 4, 4));
+        assert_eq!((cfg.d_input, cfg.d_dropout), (LevelDInput::Sum, 0.5));
+        for (bad, want) in [
+            (
+                LevelConfig {
+                    d_dropout: 1.0,
+                    ..cfg.clone()
+                },
+                "d_dropout must be in [0, 1), got 1",
+            ),
+            (
+                LevelConfig {
+                    d_dropout: -0.1,
+                    ..cfg.clone()
+                },
+                "got -0.1",
+            ),
+            (
+                LevelConfig {
+                    d_dropout: f64::NAN,
+                    ..cfg.clone()
+                },
+                "got NaN",
+            ),
+            (LevelConfig::new(10, 1, 4, 4), "got 10"),
+        ] {
+            let e = LevelDiscriminator::new(&bad, ParamStore::new(&dev, 0).var_builder())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+            let e = LevelGenerator::new(&bad, ParamStore::new(&dev, 0).var_builder())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let e = serde_json::from_str::<LevelConfig>(
+            r#"{"image_size": 16, "channels": 1, "ngf": 4, "ndf": 4, "d_input": "add"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("add") && e.contains("sum") && e.contains("concat"),
+            "{e}"
+        );
     }
 }

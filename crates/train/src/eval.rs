@@ -1268,7 +1268,7 @@ fn resolve_target(path: &Path) -> Result<Target> {
     }
     match session::model_dir(path) {
         Ok(dir) => {
-            let recipe = Recipe::load(&dir.join(checkpoint::RECIPE_FILE), &[])?;
+            let recipe = Recipe::load_run(&dir.join(checkpoint::RECIPE_FILE), &[])?;
             Ok(Target::Run { dir, recipe })
         }
         Err(_) if path.is_dir() => Ok(Target::Folder(path.to_path_buf())),

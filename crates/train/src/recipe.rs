@@ -193,6 +193,19 @@ pub struct LapganRecipe {
     /// Width of every finer level's discriminator.
     #[serde(default = "defaults::level_ndf")]
     pub level_ndf: usize,
+    /// What every finer level's discriminator sees: `"sum"` (the paper's, section 3.1, and
+    /// eyescream's `nn.CAddTable()`: the full-resolution image `l + h`, plus label planes when
+    /// conditional) or `"concat"` (`h` and `l` stacked as channels, easel's earlier level D). A
+    /// missing key means `"sum"` for a recipe being trained; a run's `recipe.toml` written before
+    /// the key existed means `"concat"` (see [`Recipe::load_run`]), so old runs rebuild, resume
+    /// and evaluate with the networks they trained.
+    #[serde(default = "defaults::level_d_input")]
+    pub level_d_input: easel_models::lapgan::LevelDInput,
+    /// Dropout probability before the output layer of every finer level's discriminator, in
+    /// training only, with masks from the run's seeded stream (eyescream's level D: 0.5, the
+    /// default; 0 disables it). A run's `recipe.toml` written before the key existed means 0.
+    #[serde(default = "defaults::level_d_dropout")]
+    pub level_d_dropout: f64,
     /// Class-conditional LAPGAN (the paper's multi-class model): labels feed every level.
     #[serde(default)]
     pub conditional: bool,
@@ -461,6 +474,14 @@ mod defaults {
     pub fn lapgan_dropout() -> f64 {
         0.5
     }
+    /// The paper's level discriminator input, `l + h`.
+    pub fn level_d_input() -> easel_models::lapgan::LevelDInput {
+        easel_models::lapgan::LevelDInput::Sum
+    }
+    /// eyescream's level discriminator dropout.
+    pub fn level_d_dropout() -> f64 {
+        0.5
+    }
     pub fn lr_drop_factor() -> f64 {
         0.1
     }
@@ -487,6 +508,21 @@ impl Recipe {
             },
         })?;
         Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Loads a run's resolved `recipe.toml` (a run directory, `final/` or a checkpoint). Resolved
+    /// recipes write every key out, so a key missing there predates it: where a key's default
+    /// changed since, the run gets the value it was trained with ([`LEGACY_KEYS`]) instead of the
+    /// new default. `overrides` apply on top, as in [`Recipe::load`].
+    pub fn load_run(path: &Path, overrides: &[String]) -> Result<Recipe> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Self::load(path, overrides); // its errors for a missing or unreadable file
+        };
+        let origin = path.display().to_string();
+        match with_legacy_keys(&text) {
+            Some(filled) => Self::parse(&filled, &origin, overrides),
+            None => Self::parse(&text, &origin, overrides),
+        }
     }
 
     /// Parses recipe `text`; `origin` names it in errors.
@@ -563,10 +599,18 @@ impl Recipe {
                 "model.label_smoothing must be in [0, 1), got {smoothing}"
             ));
         }
-        if let ModelRecipe::Lapgan(_) = &self.model {
+        if let ModelRecipe::Lapgan(m) = &self.model {
             let s = self.data.image_size;
             if s < 16 || !s.is_multiple_of(8) || !(s / 8).is_power_of_two() {
                 return bad(format!("a lapgan recipe needs data.image_size = 8·2^k with k ≥ 1 (16, 32, 64, …), got {s}"));
+            }
+            for (key, p) in [
+                ("base_dropout", m.base_dropout),
+                ("level_d_dropout", m.level_d_dropout),
+            ] {
+                if !(0.0..1.0).contains(&p) {
+                    return bad(format!("model.{key} must be in [0, 1), got {p}"));
+                }
             }
         }
         if let ModelRecipe::Classifier(c) = &self.model {
@@ -605,6 +649,35 @@ impl Recipe {
             }
         }
         Ok(())
+    }
+}
+
+/// Keys whose default changed after runs were recorded without them, per model kind: `(kind,
+/// key, the value those runs were trained with)`. LAPGAN's level discriminators saw `[h, l]`
+/// stacked and had no dropout before `level_d_input` / `level_d_dropout` existed.
+pub const LEGACY_KEYS: &[(&str, &str, &str)] = &[
+    ("lapgan", "level_d_input", "\"concat\""),
+    ("lapgan", "level_d_dropout", "0.0"),
+];
+
+/// `text` with the [`LEGACY_KEYS`] its `[model]` table lacks filled in, or `None` when it lacks
+/// none (or does not parse: the caller's parse then reports the error).
+fn with_legacy_keys(text: &str) -> Option<String> {
+    let mut table: toml::Table = toml::from_str(text).ok()?;
+    let model = table.get_mut("model")?.as_table_mut()?;
+    let kind = model.get("kind")?.as_str()?.to_string();
+    let mut changed = false;
+    for (k, key, value) in LEGACY_KEYS {
+        if *k == kind && !model.contains_key(*key) {
+            let v: toml::Table = toml::from_str(&format!("v = {value}")).ok()?;
+            model.insert(key.to_string(), v["v"].clone());
+            changed = true;
+        }
+    }
+    if changed {
+        toml::to_string(&table).ok()
+    } else {
+        None
     }
 }
 

@@ -225,7 +225,7 @@ pub fn resume(
             run_dir.display()
         )));
     }
-    let recipe = Recipe::load(&recipe_path, overrides)?;
+    let recipe = Recipe::load_run(&recipe_path, overrides)?;
     let recipe_toml = recipe.to_toml()?;
     let (_, ckpt) = checkpoint::list(&layout::checkpoints(run_dir))?
         .pop()
@@ -476,7 +476,7 @@ pub fn load_generator(
     dir: &Path,
     device: &Device,
 ) -> Result<(Recipe, Box<dyn ImageGenerator>, easel_nn::BnMode)> {
-    let recipe = Recipe::load(&dir.join(checkpoint::RECIPE_FILE), &[])?;
+    let recipe = Recipe::load_run(&dir.join(checkpoint::RECIPE_FILE), &[])?;
     if let ModelRecipe::Lapgan(m) = &recipe.model {
         let spec = crate::steps::lapgan::spec(&recipe, m)?;
         let (g, stores) = crate::steps::lapgan::build_generator(&recipe, &spec, device)?;
@@ -719,7 +719,7 @@ pub fn inspect(run_dir: &Path) -> Result<String> {
             run_dir.display()
         )));
     }
-    let recipe = Recipe::load(&recipe_path, &[])?;
+    let recipe = Recipe::load_run(&recipe_path, &[])?;
     let mut s = String::new();
     let _ = writeln!(s, "run        {}", run_dir.display());
     let _ = writeln!(

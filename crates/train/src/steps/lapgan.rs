@@ -7,8 +7,13 @@
 //! pair (`model.base = "mlp"`, whose discriminator dropout draws its masks from the step's seeded
 //! stream, so runs repeat and resume exactly) or DCGAN's at 8×8 (`"dcgan"`). Each finer pair `k`
 //! learns the residual `h_k = I_k − expand(I_{k+1})` conditioned on `l_k = expand(I_{k+1})` (and
-//! the label, for the class-conditional model): D_k separates real `(h_k, l_k)` from
-//! `(G_k(z_k, l_k), l_k)`.
+//! the label, for the class-conditional model): G_k(z_k, l_k) generates a residual, and D_k
+//! separates real from generated residuals given `l_k`. With `model.level_d_input = "sum"` (the
+//! paper's, the default) D_k sees the full-resolution image `l_k + h_k` — the real `I_k` or the
+//! generated `l_k + G_k(z_k, l_k)` — plus the label planes; with `"concat"` (easel's earlier
+//! variant) it sees `h_k` and `l_k` as separate channels. D_k's dropout before its output layer
+//! (`model.level_d_dropout`, eyescream's 0.5) draws its masks from the same seeded stream, fresh
+//! for each of D_k's three passes (real, fake, generator update).
 
 use std::collections::HashMap;
 
@@ -161,11 +166,10 @@ pub fn spec(recipe: &Recipe, m: &LapganRecipe) -> Result<LapganSpec> {
     };
     let levels = (1..=n_levels)
         .map(|k| LevelConfig {
-            image_size: 8 << k,
-            channels: c,
-            ngf: m.level_ngf,
-            ndf: m.level_ndf,
             num_classes: classes,
+            d_input: m.level_d_input,
+            d_dropout: m.level_d_dropout,
+            ..LevelConfig::new(8 << k, c, m.level_ngf, m.level_ndf)
         })
         .collect();
     let sample_mode = match m.sample_bn {
@@ -433,17 +437,33 @@ impl TrainStep for LapganStep {
             let noise = ctx.rng.randn((b, 1, s, s), ctx.device)?;
             let h_fake =
                 self.level_g[k].forward(&noise, &coarse_up, fake_labels.as_ref(), BnMode::Train)?;
-            let d_real =
-                self.level_d[k].forward(&h_real, &coarse_up, labels.as_ref(), BnMode::Train)?;
+            // D's dropout masks (level_d_dropout > 0): fresh for each of its three passes, from
+            // the run's seeded stream after this level's noise, like the base's.
+            let rng = &mut *ctx.rng;
+            let mut uniforms = |n: usize| rng.uniform_vec(n, 0.0, 1.0);
+            let d_real = self.level_d[k].forward(
+                &h_real,
+                &coarse_up,
+                labels.as_ref(),
+                BnMode::Train,
+                Some(&mut uniforms),
+            )?;
             let d_fake = self.level_d[k].forward(
                 &h_fake.detach(),
                 &coarse_up,
                 fake_labels.as_ref(),
                 BnMode::Train,
+                Some(&mut uniforms),
             )?;
             let ld = self.bce_pair(k + 1, &d_real, &d_fake)?;
             let d_out = ops::with_frozen_params(|| {
-                self.level_d[k].forward(&h_fake, &coarse_up, fake_labels.as_ref(), BnMode::Train)
+                self.level_d[k].forward(
+                    &h_fake,
+                    &coarse_up,
+                    fake_labels.as_ref(),
+                    BnMode::Train,
+                    Some(&mut uniforms),
+                )
             })?;
             let lg = bce_with_logits(&d_out, 1.0)?;
             let grads = lg.backward()?;
@@ -512,6 +532,7 @@ mod tests {
     use super::*;
     use crate::fit::Batch;
     use crate::recipe::ModelRecipe;
+    use easel_models::lapgan::LevelDInput;
 
     fn load(name: &str, overrides: &[&str]) -> Result<Recipe> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -624,5 +645,86 @@ mod tests {
         assert_ne!(next_a, next_c);
         let d8 = |s: &[Scalars]| s[0].iter().find(|(k, _)| *k == "loss_d_8").unwrap().1;
         assert_ne!(d8(&a), d8(&c));
+    }
+
+    #[test]
+    fn level_discriminator_input_and_dropout_keys() {
+        // The shipped recipes and a recipe without the keys: the paper's sum and dropout 0.5.
+        let r = load("lapgan-mnist.toml", &["model.num_classes=10"]).unwrap();
+        let s = spec(&r, lapgan(&r)).unwrap();
+        for l in &s.levels {
+            assert_eq!((l.d_input, l.d_dropout), (LevelDInput::Sum, 0.5));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // A run's resolved recipe written before the keys existed (as runs/bench-lapgan-cond's).
+        let old = "seed = 1\n[data]\nsource = \"mnist\"\nimage_size = 32\nchannels = 1\n\
+                   [model]\nkind = \"lapgan\"\nbase = \"mlp\"\nnz = 100\nlevel_ngf = 64\n\
+                   level_ndf = 32\nconditional = false\n[train]\nsteps = 10\nbatch_size = 4\n";
+        let path = dir.path().join("recipe.toml");
+        std::fs::write(&path, old).unwrap();
+        let fresh = Recipe::load(&path, &[]).unwrap();
+        assert_eq!(
+            (lapgan(&fresh).level_d_input, lapgan(&fresh).level_d_dropout),
+            (LevelDInput::Sum, 0.5),
+            "a recipe being trained gets the paper's defaults"
+        );
+        let run = Recipe::load_run(&path, &["train.steps=20".into()]).unwrap();
+        assert_eq!(
+            (lapgan(&run).level_d_input, lapgan(&run).level_d_dropout),
+            (LevelDInput::Concat, 0.0),
+            "an old run keeps the level D it trained"
+        );
+        assert_eq!(run.train.steps, 20);
+        let s = spec(&run, lapgan(&run)).unwrap();
+        let d = ParamStore::new(&Device::Cpu, 0);
+        LevelDiscriminator::new(&s.levels[0], d.var_builder()).unwrap();
+        assert_eq!(d.tensors()["conv1.weight"].dims(), [32, 2, 4, 4], "[h, l]");
+        // A resolved recipe written now records the keys, so load_run leaves them alone.
+        let text = run.to_toml().unwrap();
+        assert!(text.contains("level_d_input = \"concat\""), "{text}");
+        let text = fresh.to_toml().unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let again = Recipe::load_run(&path, &[]).unwrap();
+        assert_eq!(lapgan(&again).level_d_input, LevelDInput::Sum);
+        assert_eq!(again, fresh);
+        // Bad values are named.
+        let e = load("lapgan-mnist.toml", &["model.level_d_dropout=1.5"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.level_d_dropout") && e.contains("1.5"),
+            "{e}"
+        );
+        let e = load("lapgan-mnist.toml", &["model.level_d_input=\"add\""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("add") && e.contains("sum") && e.contains("concat"),
+            "{e}"
+        );
+        let e = load("lapgan-mnist.toml", &["model.level_d_sum=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("level_d_sum"), "unknown keys are refused: {e}");
+    }
+
+    #[test]
+    fn level_dropout_repeats_exactly_and_draws_from_the_step_stream() {
+        let (a, next_a) = run(&[]);
+        let (b, next_b) = run(&[]);
+        assert_eq!(a, b, "same seed, same losses");
+        assert_eq!(next_a, next_b);
+        // Without level dropout the stream is consumed differently and D_16's loss differs,
+        // while the base level (drawn first) is unchanged at the first step.
+        let (c, next_c) = run(&["model.level_d_dropout=0.0"]);
+        assert_ne!(next_a, next_c);
+        let get = |s: &[Scalars], key: &str| s[0].iter().find(|(k, _)| *k == key).unwrap().1;
+        assert_eq!(get(&a, "loss_d_8"), get(&c, "loss_d_8"));
+        assert_ne!(get(&a, "loss_d_16"), get(&c, "loss_d_16"));
+        assert_ne!(get(&a, "loss_d_32"), get(&c, "loss_d_32"));
+        // The concatenated input is a different network (and draws the same number of uniforms).
+        let (e, next_e) = run(&["model.level_d_input=\"concat\""]);
+        assert_eq!(next_a, next_e);
+        assert_ne!(get(&a, "loss_d_16"), get(&e, "loss_d_16"));
     }
 }
