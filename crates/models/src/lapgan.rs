@@ -1177,17 +1177,7 @@ mod tests {
         let want = base
             .forward(&z.narrow(1, 0, 5).unwrap(), None, BnMode::Eval)
             .unwrap();
-        let diff = (&levels[0] - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0);
+        assert_eq!(max_abs_diff(&levels[0], &want), 0.0);
         assert_eq!(levels[1].dims(), [3, 1, 16, 16]);
     }
 
@@ -1272,16 +1262,7 @@ mod tests {
             .unwrap();
         let up = easel_nn::pyramid::expand(&levels[0], 16, 16).unwrap();
         let want = (&up + l1.forward(&noise, &up, None, BnMode::Eval).unwrap()).unwrap();
-        let d = (want - &levels[1])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs_diff(&want, &levels[1]);
         assert!(d < 1e-6, "{d}");
         // A mismatched chain is refused.
         let base2 =

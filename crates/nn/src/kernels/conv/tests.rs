@@ -599,34 +599,37 @@ fn non_contiguous_inputs() {
 #[track_caller]
 fn check_fd(f: &dyn Fn(&Tensor, &Tensor) -> Tensor, a: &Tensor, b: &Tensor, seed: u64, what: &str) {
     let (_, r, ga, gb) = grads2(f, a, b, seed);
-    let loss = |a: &Tensor, b: &Tensor| -> f64 {
-        (f(a, b) * &r)
+    let loss = |t: &[Tensor]| -> f64 {
+        (f(&t[0], &t[1]) * &r)
             .unwrap()
             .sum_all()
             .unwrap()
             .to_scalar::<f64>()
             .unwrap()
     };
+    check_fd_args(&loss, &[a.clone(), b.clone()], &[ga, gb], what);
+}
+
+/// Checks `grads[i]` against central differences (`h = 1e-6`, tolerance `1e-6·(1 + |g|)`) of the
+/// scalar `loss` on every coordinate of `args[i]` (f64).
+#[track_caller]
+fn check_fd_args(loss: &dyn Fn(&[Tensor]) -> f64, args: &[Tensor], grads: &[Tensor], what: &str) {
     let h = 1e-6;
-    for (which, t, g) in [(0, a, &ga), (1, b, &gb)] {
+    for (which, (t, g)) in args.iter().zip(grads).enumerate() {
         let base = flat(t);
         let g = flat(g);
-        for i in 0..base.len() {
+        for (i, &gi) in g.iter().enumerate() {
             let bump = |delta: f64| {
                 let mut v = base.clone();
                 v[i] += delta;
-                let t2 = Tensor::from_vec(v, t.dims(), &CPU).unwrap();
-                if which == 0 {
-                    loss(&t2, b)
-                } else {
-                    loss(a, &t2)
-                }
+                let mut a = args.to_vec();
+                a[which] = Tensor::from_vec(v, t.dims(), &CPU).unwrap();
+                loss(&a)
             };
             let fd = (bump(h) - bump(-h)) / (2.0 * h);
             assert!(
-                (fd - g[i]).abs() <= 1e-6 * (1.0 + g[i].abs()),
-                "{what}: argument {which} element {i}: autograd {} vs finite difference {fd}",
-                g[i]
+                (fd - gi).abs() <= 1e-6 * (1.0 + gi.abs()),
+                "{what}: argument {which} element {i}: autograd {gi} vs finite difference {fd}"
             );
         }
     }
@@ -1372,25 +1375,8 @@ fn fused_blocks_match_finite_differences() {
                 .to_scalar::<f64>()
                 .unwrap()
         };
-        let h = 1e-6;
-        for (which, g) in grads.iter().enumerate() {
-            let base = flat(&args[which]);
-            let g = flat(g);
-            for (e, &ge) in g.iter().enumerate() {
-                let bump = |delta: f64| {
-                    let mut a = args.clone();
-                    let mut v = base.clone();
-                    v[e] += delta;
-                    a[which] = Tensor::from_vec(v, args[which].dims(), &CPU).unwrap();
-                    loss(&a)
-                };
-                let fd = (bump(h) - bump(-h)) / (2.0 * h);
-                assert!(
-                    (fd - ge).abs() <= 1e-6 * (1.0 + ge.abs()),
-                    "case {i} argument {which} element {e}: autograd {ge} vs finite difference {fd}"
-                );
-            }
-        }
+        let n = grads.len();
+        check_fd_args(&loss, &args[..n], &grads, &format!("case {i}"));
     }
 }
 
