@@ -893,37 +893,7 @@ fn im2col<T: Elem>(
 ) {
     let sw = x.st[3];
     if g.s > 1 && g.d == 1 && g.kw > 1 && sw == 1 {
-        // Strided kernel over contiguous rows: each input row a segment reads is copied once,
-        // zero-padded, and split into its `s` phases (`phase_φ[j] = row[s·j + φ − pad]`); tap
-        // `kj` of output column `ow` is then `phase_{kj mod s}[ow + kj div s]`, so every tap
-        // row is one contiguous copy instead of a strided gather with padding checks.
-        let s = g.s;
-        // Phase length: output columns plus the taps' reach beyond them.
-        let plen = g.ow + (g.kw - 1) / s;
-        // padded[i] = row[i − pad] (zero outside the row), long enough for every phase entry.
-        let mut padded = vec![T::zero(); s * plen];
-        let mut phases = vec![T::zero(); s * plen];
-        let lead = g.pad.min(s * plen);
-        let inside = g.w.min(s * plen - lead); // row elements that land in `padded`
-        im2col_rows(
-            g,
-            x,
-            blocks,
-            positions,
-            cols,
-            |rows, ncols, range, (ow0, ow1), src| {
-                padded[lead..lead + inside].copy_from_slice(&x.data[src..src + inside]);
-                for (phi, ph) in phases.chunks_exact_mut(plen).enumerate() {
-                    for (j, v) in ph.iter_mut().enumerate() {
-                        *v = padded[s * j + phi];
-                    }
-                }
-                for (kj, seg) in tap_segments(rows, ncols, range).enumerate() {
-                    let ph = &phases[(kj % s) * plen + kj / s..];
-                    copy_run(seg, &ph[ow0..ow1]);
-                }
-            },
-        );
+        im2col_phased(g, x, blocks, positions, cols);
         return;
     }
     let step = g.s * sw;
@@ -954,6 +924,79 @@ fn im2col<T: Elem>(
             }
         },
     );
+}
+
+/// [`im2col`] for a strided kernel (dilation 1) over contiguous rows. Each image plane the block
+/// reads is first split, zero-padded, into its `s` column phases, `phase_φ[r][j] =
+/// padded[r][s·j + φ]` (one pass over the plane); tap `(ki, kj)` of output `(oh, ow)` is then
+/// `phase_{kj mod s}[oh·s + ki][ow + kj div s]`, so every tap row of an output-row segment is one
+/// short contiguous copy, with no padding checks and no strided reads.
+fn im2col_phased<T: Elem>(
+    g: &Geom,
+    x: &View<T>,
+    (n0, nb): (usize, usize),
+    (p0, pn): (usize, usize),
+    cols: &mut [T],
+) {
+    let s = g.s;
+    if pn == 0 {
+        return;
+    }
+    // Phase length: output columns plus the taps' reach beyond them; `wp` padded columns kept.
+    let plen = g.ow + (g.kw - 1) / s;
+    let wp = s * plen;
+    // Padded rows the positions read: from output row `oh_lo`'s first tap row on.
+    let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
+    let r_lo = oh_lo * s;
+    let nrows = (oh_hi - oh_lo) * s + g.kh;
+    let lead = g.pad.min(wp);
+    let inside = g.w.min(wp - lead); // row elements that land in a padded row
+    let mut padded = vec![T::zero(); wp];
+    let mut phases = vec![T::zero(); nrows * wp]; // [padded row][φ][j]
+    let ncols = nb * pn;
+    let group = g.kk() * ncols; // the K rows of one channel
+    for (c, rows_c) in cols.chunks_exact_mut(group).take(g.c).enumerate() {
+        for b in 0..nb {
+            let plane = x.plane(n0 + b, c);
+            for (i, prow) in phases.chunks_exact_mut(wp).enumerate() {
+                match (r_lo + i).checked_sub(g.pad).filter(|&ih| ih < g.h) {
+                    None => prow.fill(T::zero()),
+                    Some(ih) => {
+                        let src = plane + ih * x.st[2];
+                        padded[lead..lead + inside].copy_from_slice(&x.data[src..src + inside]);
+                        deinterleave(prow, &padded, s, plen);
+                    }
+                }
+            }
+            for (t, row) in rows_c.chunks_exact_mut(ncols).enumerate() {
+                let (ki, kj) = (t / g.kw, t % g.kw);
+                let at = (kj % s) * plen + kj / s;
+                let row = &mut row[b * pn..(b + 1) * pn];
+                for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+                    let prow = &phases[(oh * s + ki - r_lo) * wp + at..];
+                    copy_run(&mut row[j0..j0 + (ow1 - ow0)], &prow[ow0..ow1]);
+                });
+            }
+        }
+    }
+}
+
+/// `out[φ·len + j] = src[s·j + φ]` for `φ < s`, `j < len`: the `s` phases of a row.
+#[inline(always)]
+fn deinterleave<T: Copy>(out: &mut [T], src: &[T], s: usize, len: usize) {
+    if s == 2 {
+        let (even, odd) = out.split_at_mut(len);
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        return;
+    }
+    for (phi, ph) in out.chunks_exact_mut(len).enumerate() {
+        for (j, v) in ph.iter_mut().enumerate() {
+            *v = src[s * j + phi];
+        }
+    }
 }
 
 /// Columns `range` of each of the `KW` rows (`ncols` long) of one `(c, ki)` group, in tap order.
@@ -1010,6 +1053,10 @@ fn im2row<T: Elem>(
 ) {
     let k = g.k();
     let (sh, sw) = (x.st[2], x.st[3]);
+    if g.d == 1 && sw == 1 && g.pad > 0 {
+        im2row_padded(g, x, (n0, nb), (p0, pn), out);
+        return;
+    }
     // Output columns whose taps all fall inside the row.
     let (inner_lo, inner_hi) = (g.valid_cols(0).0, g.valid_cols(g.kw - 1).1);
     let contiguous_taps = g.d * sw == 1;
@@ -1048,6 +1095,57 @@ fn im2row<T: Elem>(
                 }
             }
         });
+    }
+}
+
+/// [`im2row`] for padded kernels with dilation 1 over contiguous rows: the rows of each image
+/// plane the block reads are first copied into a zero-padded plane, so that the `KW` taps of
+/// every `(position, ki)` are one contiguous copy with no boundary checks; the `KH·KW` taps of
+/// one channel land next to each other in the position's row.
+fn im2row_padded<T: Elem>(
+    g: &Geom,
+    x: &View<T>,
+    (n0, nb): (usize, usize),
+    (p0, pn): (usize, usize),
+    out: &mut [T],
+) {
+    if pn == 0 {
+        return;
+    }
+    let (k, kk, s) = (g.k(), g.kk(), g.s);
+    // Padded columns the taps reach, and padded rows the positions read.
+    let wp = (g.ow - 1) * s + g.kw;
+    let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
+    let r_lo = oh_lo * s;
+    let nrows = (oh_hi - oh_lo) * s + g.kh;
+    let lead = g.pad.min(wp);
+    let inside = g.w.min(wp - lead);
+    let mut plane_buf = vec![T::zero(); nrows * wp];
+    for b in 0..nb {
+        let rows = &mut out[b * pn * k..(b + 1) * pn * k];
+        for c in 0..g.c {
+            let plane = x.plane(n0 + b, c);
+            for (i, prow) in plane_buf.chunks_exact_mut(wp).enumerate() {
+                match (r_lo + i).checked_sub(g.pad).filter(|&ih| ih < g.h) {
+                    None => prow.fill(T::zero()),
+                    Some(ih) => {
+                        let src = plane + ih * x.st[2];
+                        prow[lead..lead + inside].copy_from_slice(&x.data[src..src + inside]);
+                    }
+                }
+            }
+            let r0 = c * kk;
+            for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+                let seg = &mut rows[j0 * k..(j0 + ow1 - ow0) * k];
+                for (row, ow) in seg.chunks_exact_mut(k).zip(ow0..ow1) {
+                    let taps = &mut row[r0..r0 + kk];
+                    for (ki, t) in taps.chunks_exact_mut(g.kw).enumerate() {
+                        let at = (oh * s + ki - r_lo) * wp + ow * s;
+                        copy_short(t, &plane_buf[at..at + g.kw]);
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -1173,6 +1271,108 @@ unsafe fn col2im_taps<T: Elem>(
                     }
                 });
             }
+        }
+    }
+}
+
+/// [`col2im_taps`] for a strided kernel (dilation 1): the reverse of [`im2col_phased`]. Each
+/// tap row of an output-row segment is added contiguously into the column phases of a
+/// zero-padded copy of the plane, which are then interleaved and added into the plane once.
+///
+/// # Safety
+/// As [`col2im`].
+unsafe fn col2im_phased<T: Elem>(
+    g: &Geom,
+    cols: &[T],
+    ldc: usize,
+    (n0, nb): (usize, usize),
+    (c0, cn): (usize, usize),
+    (p0, pn): (usize, usize),
+    x: SharedMut<T>,
+) {
+    let (s, hw) = (g.s, g.h * g.w);
+    if pn == 0 {
+        return;
+    }
+    let plen = g.ow + (g.kw - 1) / s;
+    let wp = s * plen;
+    let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
+    let r_lo = oh_lo * s;
+    let nrows = (oh_hi - oh_lo) * s + g.kh;
+    let lead = g.pad.min(wp);
+    let inside = g.w.min(wp - lead);
+    let mut padded = vec![T::zero(); wp];
+    let mut phases = vec![T::zero(); nrows * wp]; // [padded row][φ][j], as in im2col_phased
+    for b in 0..nb {
+        // SAFETY: as in `col2im`.
+        let img = unsafe {
+            std::slice::from_raw_parts_mut(x.get().add(((n0 + b) * g.c + c0) * hw), cn * hw)
+        };
+        for (cc, plane) in img.chunks_exact_mut(hw).enumerate() {
+            phases.fill(T::zero());
+            let q0 = cc * g.kk();
+            for t in 0..g.kk() {
+                let (ki, kj) = (t / g.kw, t % g.kw);
+                let at = (kj % s) * plen + kj / s;
+                let row = &cols[(q0 + t) * ldc + b * pn..][..pn];
+                for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+                    let prow = &mut phases[(oh * s + ki - r_lo) * wp + at..];
+                    add_run(&mut prow[ow0..ow1], &row[j0..j0 + (ow1 - ow0)]);
+                });
+            }
+            for (i, prow) in phases.chunks_exact(wp).enumerate() {
+                let Some(ih) = (r_lo + i).checked_sub(g.pad).filter(|&ih| ih < g.h) else {
+                    continue;
+                };
+                interleave(&mut padded, prow, s, plen);
+                let xr = &mut plane[ih * g.w..ih * g.w + inside];
+                for (d, v) in xr.iter_mut().zip(&padded[lead..lead + inside]) {
+                    *d += *v;
+                }
+            }
+        }
+    }
+}
+
+/// `dst[i] += src[i]` for the short runs of one output row, in 8- and 4-wide blocks.
+#[inline(always)]
+fn add_run<T: Elem>(dst: &mut [T], src: &[T]) {
+    fn block<T: Elem, const W: usize>(dst: &mut [T], src: &[T]) {
+        let s: &[T; W] = src[..W].try_into().expect("block in range");
+        let d: &mut [T; W] = (&mut dst[..W]).try_into().expect("block in range");
+        for (d, s) in d.iter_mut().zip(s) {
+            *d += *s;
+        }
+    }
+    let n = dst.len().min(src.len());
+    let mut at = 0;
+    while at + 8 <= n {
+        block::<T, 8>(&mut dst[at..], &src[at..]);
+        at += 8;
+    }
+    if at + 4 <= n {
+        block::<T, 4>(&mut dst[at..], &src[at..]);
+        at += 4;
+    }
+    for (d, s) in dst[at..n].iter_mut().zip(&src[at..n]) {
+        *d += *s;
+    }
+}
+
+/// `out[s·j + φ] = src[φ·len + j]` for `φ < s`, `j < len`: the inverse of [`deinterleave`].
+#[inline(always)]
+fn interleave<T: Copy>(out: &mut [T], src: &[T], s: usize, len: usize) {
+    if s == 2 {
+        let (even, odd) = src.split_at(len);
+        for ((e, o), pair) in even.iter().zip(odd).zip(out.chunks_exact_mut(2)) {
+            pair[0] = *e;
+            pair[1] = *o;
+        }
+        return;
+    }
+    for (phi, ph) in src.chunks_exact(len).enumerate() {
+        for (j, v) in ph.iter().enumerate() {
+            out[s * j + phi] = *v;
         }
     }
 }
@@ -1411,7 +1611,11 @@ fn data_grad<T: Elem>(g: &Geom, gy: View<T>, w: &[T]) -> Vec<T> {
                             rhs,
                             (r_rs, r_cs),
                         );
-                        col2im_taps(g, cols, ncols, (n0, nb), (c0, cn), (p0, pn), gxp);
+                        if g.s > 1 && g.d == 1 {
+                            col2im_phased(g, cols, ncols, (n0, nb), (c0, cn), (p0, pn), gxp);
+                        } else {
+                            col2im_taps(g, cols, ncols, (n0, nb), (c0, cn), (p0, pn), gxp);
+                        }
                     }
                     return;
                 }

@@ -414,6 +414,20 @@ fn tiled_and_batched_paths_match_direct_loops() {
             p: 1,
             d: 1,
         },
+        // Stride 2 (the phase-split im2col) in position tiles that start mid-row:
+        // K·P = 1280·961 > COLS_BUDGET, OW = 31.
+        Case {
+            n: 1,
+            c: 80,
+            o: 3,
+            h: 63,
+            w: 63,
+            kh: 4,
+            kw: 4,
+            s: 2,
+            p: 1,
+            d: 1,
+        },
         // P·KK = 16384·81 > COLS_BUDGET with one channel: sequential position tiles.
         Case {
             n: 1,
