@@ -1194,6 +1194,11 @@ unsafe fn col2im<T: Elem>(
     (p0, pn): (usize, usize),
     x: SharedMut<T>,
 ) {
+    if g.d == 1 && g.pad > 0 {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { col2im_padded(g, cols, ldc, (n0, nb), (c0, cn), (p0, pn), x) };
+        return;
+    }
     let hw = g.h * g.w;
     let (inner_lo, inner_hi) = (g.valid_cols(0).0, g.valid_cols(g.kw - 1).1);
     for b in 0..nb {
@@ -1226,6 +1231,61 @@ unsafe fn col2im<T: Elem>(
                 }
             }
         });
+    }
+}
+
+/// [`col2im`] for padded kernels with dilation 1, the reverse of [`im2row_padded`]: the `KW`
+/// taps of every `(position, ki)` are added contiguously into a zero-padded plane, whose inside
+/// is then added into the image plane once.
+///
+/// # Safety
+/// As [`col2im`].
+unsafe fn col2im_padded<T: Elem>(
+    g: &Geom,
+    cols: &[T],
+    ldc: usize,
+    (n0, nb): (usize, usize),
+    (c0, cn): (usize, usize),
+    (p0, pn): (usize, usize),
+    x: SharedMut<T>,
+) {
+    let (hw, kk, s) = (g.h * g.w, g.kk(), g.s);
+    if pn == 0 {
+        return;
+    }
+    let wp = (g.ow - 1) * s + g.kw;
+    let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
+    let r_lo = oh_lo * s;
+    let nrows = (oh_hi - oh_lo) * s + g.kh;
+    let lead = g.pad.min(wp);
+    let inside = g.w.min(wp - lead);
+    let mut plane_buf = vec![T::zero(); nrows * wp];
+    for b in 0..nb {
+        // SAFETY: as in `col2im`.
+        let img = unsafe {
+            std::slice::from_raw_parts_mut(x.get().add(((n0 + b) * g.c + c0) * hw), cn * hw)
+        };
+        for (cc, plane) in img.chunks_exact_mut(hw).enumerate() {
+            plane_buf.fill(T::zero());
+            for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
+                for (j, ow) in (b * pn + j0..).zip(ow0..ow1) {
+                    let taps = &cols[j * ldc + cc * kk..][..kk];
+                    for (ki, t) in taps.chunks_exact(g.kw).enumerate() {
+                        let at = (oh * s + ki - r_lo) * wp + ow * s;
+                        add_run(&mut plane_buf[at..at + g.kw], t);
+                    }
+                }
+            });
+            for (i, prow) in plane_buf.chunks_exact(wp).enumerate() {
+                let Some(ih) = (r_lo + i).checked_sub(g.pad).filter(|&ih| ih < g.h) else {
+                    continue;
+                };
+                let xr = &mut plane[ih * g.w..ih * g.w + inside];
+                for (d, v) in xr.iter_mut().zip(&prow[lead..lead + inside]) {
+                    *d += *v;
+                }
+            }
+        }
     }
 }
 
