@@ -972,6 +972,14 @@ fn im2col_phased<T: Elem>(
                 let (ki, kj) = (t / g.kw, t % g.kw);
                 let at = (kj % s) * plen + kj / s;
                 let row = &mut row[b * pn..(b + 1) * pn];
+                if p0 % g.ow == 0 && pn % g.ow == 0 {
+                    // Whole output rows (the usual case): one copy per row, no segment logic.
+                    for (r, dst) in row.chunks_exact_mut(g.ow).enumerate() {
+                        let at = (r * s + ki) * wp + at;
+                        copy_run(dst, &phases[at..at + g.ow]);
+                    }
+                    continue;
+                }
                 for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
                     let prow = &phases[(oh * s + ki - r_lo) * wp + at..];
                     copy_run(&mut row[j0..j0 + (ow1 - ow0)], &prow[ow0..ow1]);
@@ -986,7 +994,22 @@ fn im2col_phased<T: Elem>(
 fn deinterleave<T: Copy>(out: &mut [T], src: &[T], s: usize, len: usize) {
     if s == 2 {
         let (even, odd) = out.split_at_mut(len);
-        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+        let src = &src[..2 * len];
+        // Blocks of 8 pairs as fixed-size arrays, so that the compiler shuffles whole vectors.
+        let mut e8 = even.chunks_exact_mut(8);
+        let mut o8 = odd.chunks_exact_mut(8);
+        let mut s16 = src.chunks_exact(16);
+        for ((e, o), p) in (&mut e8).zip(&mut o8).zip(&mut s16) {
+            let e: &mut [T; 8] = e.try_into().expect("8 values");
+            let o: &mut [T; 8] = o.try_into().expect("8 values");
+            let p: &[T; 16] = p.try_into().expect("16 values");
+            for i in 0..8 {
+                e[i] = p[2 * i];
+                o[i] = p[2 * i + 1];
+            }
+        }
+        let (e, o, p) = (e8.into_remainder(), o8.into_remainder(), s16.remainder());
+        for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(p.chunks_exact(2)) {
             *e = pair[0];
             *o = pair[1];
         }
@@ -1375,6 +1398,14 @@ unsafe fn col2im_phased<T: Elem>(
                 let (ki, kj) = (t / g.kw, t % g.kw);
                 let at = (kj % s) * plen + kj / s;
                 let row = &cols[(q0 + t) * ldc + b * pn..][..pn];
+                if p0 % g.ow == 0 && pn % g.ow == 0 {
+                    // Whole output rows (the usual case), as in `im2col_phased`.
+                    for (r, src) in row.chunks_exact(g.ow).enumerate() {
+                        let at = (r * s + ki) * wp + at;
+                        add_run(&mut phases[at..at + g.ow], src);
+                    }
+                    continue;
+                }
                 for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
                     let prow = &mut phases[(oh * s + ki - r_lo) * wp + at..];
                     add_run(&mut prow[ow0..ow1], &row[j0..j0 + (ow1 - ow0)]);
@@ -1424,7 +1455,22 @@ fn add_run<T: Elem>(dst: &mut [T], src: &[T]) {
 fn interleave<T: Copy>(out: &mut [T], src: &[T], s: usize, len: usize) {
     if s == 2 {
         let (even, odd) = src.split_at(len);
-        for ((e, o), pair) in even.iter().zip(odd).zip(out.chunks_exact_mut(2)) {
+        let out = &mut out[..2 * len];
+        // Blocks of 8 pairs as fixed-size arrays, as in `deinterleave`.
+        let mut e8 = even.chunks_exact(8);
+        let mut o8 = odd.chunks_exact(8);
+        let mut d16 = out.chunks_exact_mut(16);
+        for ((e, o), d) in (&mut e8).zip(&mut o8).zip(&mut d16) {
+            let e: &[T; 8] = e.try_into().expect("8 values");
+            let o: &[T; 8] = o.try_into().expect("8 values");
+            let d: &mut [T; 16] = d.try_into().expect("16 values");
+            for i in 0..8 {
+                d[2 * i] = e[i];
+                d[2 * i + 1] = o[i];
+            }
+        }
+        let (e, o, d) = (e8.remainder(), o8.remainder(), d16.into_remainder());
+        for ((e, o), pair) in e.iter().zip(o).zip(d.chunks_exact_mut(2)) {
             pair[0] = *e;
             pair[1] = *o;
         }
