@@ -38,9 +38,9 @@
 //!   added at the end (in parallel).
 //!
 //! The gathers work one image plane at a time when that saves work: for a strided kernel
-//! ([`im2col_phased`], [`col2im_phased`]) the plane is split once into its `s` zero-padded column
+//! (`im2col_phased`, `col2im_phased`) the plane is split once into its `s` zero-padded column
 //! phases, so that each tap row of an output row is one contiguous copy (or addition); for a
-//! padded kernel ([`im2row_padded`], [`col2im_padded`]) the plane is zero-padded once, so that the
+//! padded kernel (`im2row_padded`, `col2im_padded`) the plane is zero-padded once, so that the
 //! `KW` taps of a position need no boundary checks. (DCGAN's 4×4 stride-2 layers at 32×32: the
 //! layout copies fell from ≈ 25 % to ≈ 14 % of the training step.)
 //!
