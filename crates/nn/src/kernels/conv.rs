@@ -933,6 +933,100 @@ fn im2col<T: Elem>(
     );
 }
 
+/// The zero-padded rows of one image plane that the output positions `p0..p0+pn` read, as the
+/// plane-at-a-time gathers buffer them: buffer row `i` is padded row `r_lo + i` (`wp` columns),
+/// whose columns `lead..lead + inside` hold the image row (the rest stays zero).
+#[derive(Debug, Clone, Copy)]
+struct PlaneRows {
+    r_lo: usize,
+    nrows: usize,
+    wp: usize,
+    lead: usize,
+    inside: usize,
+}
+
+impl PlaneRows {
+    /// Rows `wp` padded columns wide for `positions`; `None` if there are none.
+    fn new(g: &Geom, (p0, pn): (usize, usize), wp: usize) -> Option<Self> {
+        if pn == 0 || g.ow == 0 {
+            return None;
+        }
+        // From output row `oh_lo`'s first tap row to output row `oh_hi`'s last.
+        let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
+        let lead = g.pad.min(wp);
+        Some(Self {
+            r_lo: oh_lo * g.s,
+            nrows: (oh_hi - oh_lo) * g.s + g.kh,
+            wp,
+            lead,
+            inside: g.w.min(wp - lead),
+        })
+    }
+
+    /// A zeroed buffer for all the rows.
+    fn buffer<T: Elem>(&self) -> Vec<T> {
+        vec![T::zero(); self.nrows * self.wp]
+    }
+
+    /// Offset in the buffer of padded column `col` of the row that output row `oh` reads
+    /// through tap row `ki`.
+    #[inline(always)]
+    fn at(&self, g: &Geom, oh: usize, ki: usize, col: usize) -> usize {
+        (oh * g.s + ki - self.r_lo) * self.wp + col
+    }
+
+    /// The image row of each buffer row, `None` for padding rows.
+    fn image_rows(&self, g: &Geom) -> impl Iterator<Item = Option<usize>> {
+        let (r_lo, pad, h) = (self.r_lo, g.pad, g.h);
+        (0..self.nrows).map(move |i| (r_lo + i).checked_sub(pad).filter(|&ih| ih < h))
+    }
+
+    /// Fills `buf` from the plane at `plane` of `x`: `row(buffer row, image row)` for rows inside
+    /// the image (the image row is `inside` long), zeros for padding rows.
+    fn load<T: Elem>(
+        &self,
+        g: &Geom,
+        x: &View<T>,
+        plane: usize,
+        buf: &mut [T],
+        mut row: impl FnMut(&mut [T], &[T]),
+    ) {
+        for (prow, ih) in buf.chunks_exact_mut(self.wp).zip(self.image_rows(g)) {
+            match ih {
+                None => prow.fill(T::zero()),
+                Some(ih) => {
+                    let src = plane + ih * x.st[2];
+                    row(prow, &x.data[src..src + self.inside]);
+                }
+            }
+        }
+    }
+
+    /// Adds `buf` back into `plane` (`[H, W]`, contiguous): `row(buffer row, image row)` adds
+    /// into the `inside` image columns each buffer row reaches.
+    fn add_into<T: Elem>(
+        &self,
+        g: &Geom,
+        buf: &[T],
+        plane: &mut [T],
+        mut row: impl FnMut(&[T], &mut [T]),
+    ) {
+        for (prow, ih) in buf.chunks_exact(self.wp).zip(self.image_rows(g)) {
+            if let Some(ih) = ih {
+                row(prow, &mut plane[ih * g.w..ih * g.w + self.inside]);
+            }
+        }
+    }
+}
+
+/// `dst[i] += src[i]` over the shorter of the two.
+#[inline(always)]
+fn add_slice<T: Elem>(dst: &mut [T], src: &[T]) {
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d += *v;
+    }
+}
+
 /// [`im2col`] for a strided kernel (dilation 1) over contiguous rows. Each image plane the block
 /// reads is first split, zero-padded, into its `s` column phases, `phase_φ[r][j] =
 /// padded[r][s·j + φ]` (one pass over the plane); tap `(ki, kj)` of output `(oh, ow)` is then
@@ -946,35 +1040,21 @@ fn im2col_phased<T: Elem>(
     cols: &mut [T],
 ) {
     let s = g.s;
-    if pn == 0 {
-        return;
-    }
-    // Phase length: output columns plus the taps' reach beyond them; `wp` padded columns kept.
+    // Phase length: output columns plus the taps' reach beyond them.
     let plen = g.ow + (g.kw - 1) / s;
-    let wp = s * plen;
-    // Padded rows the positions read: from output row `oh_lo`'s first tap row on.
-    let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
-    let r_lo = oh_lo * s;
-    let nrows = (oh_hi - oh_lo) * s + g.kh;
-    let lead = g.pad.min(wp);
-    let inside = g.w.min(wp - lead); // row elements that land in a padded row
-    let mut padded = vec![T::zero(); wp];
-    let mut phases = vec![T::zero(); nrows * wp]; // [padded row][φ][j]
+    let Some(pr) = PlaneRows::new(g, (p0, pn), s * plen) else {
+        return;
+    };
+    let mut padded = vec![T::zero(); pr.wp];
+    let mut phases = pr.buffer(); // [padded row][φ][j]
     let ncols = nb * pn;
     let group = g.kk() * ncols; // the K rows of one channel
     for (c, rows_c) in cols.chunks_exact_mut(group).take(g.c).enumerate() {
         for b in 0..nb {
-            let plane = x.plane(n0 + b, c);
-            for (i, prow) in phases.chunks_exact_mut(wp).enumerate() {
-                match (r_lo + i).checked_sub(g.pad).filter(|&ih| ih < g.h) {
-                    None => prow.fill(T::zero()),
-                    Some(ih) => {
-                        let src = plane + ih * x.st[2];
-                        padded[lead..lead + inside].copy_from_slice(&x.data[src..src + inside]);
-                        deinterleave(prow, &padded, s, plen);
-                    }
-                }
-            }
+            pr.load(g, x, x.plane(n0 + b, c), &mut phases, |prow, src| {
+                padded[pr.lead..pr.lead + src.len()].copy_from_slice(src);
+                deinterleave(prow, &padded, s, plen);
+            });
             for (t, row) in rows_c.chunks_exact_mut(ncols).enumerate() {
                 let (ki, kj) = (t / g.kw, t % g.kw);
                 let at = (kj % s) * plen + kj / s;
@@ -982,14 +1062,14 @@ fn im2col_phased<T: Elem>(
                 if p0 % g.ow == 0 && pn % g.ow == 0 {
                     // Whole output rows (the usual case): one copy per row, no segment logic.
                     for (r, dst) in row.chunks_exact_mut(g.ow).enumerate() {
-                        let at = (r * s + ki) * wp + at;
+                        let at = pr.at(g, p0 / g.ow + r, ki, at);
                         copy_run(dst, &phases[at..at + g.ow]);
                     }
                     continue;
                 }
                 for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
-                    let prow = &phases[(oh * s + ki - r_lo) * wp + at..];
-                    copy_run(&mut row[j0..j0 + (ow1 - ow0)], &prow[ow0..ow1]);
+                    let at = pr.at(g, oh, ki, at);
+                    copy_run(&mut row[j0..j0 + (ow1 - ow0)], &phases[at + ow0..at + ow1]);
                 });
             }
         }
@@ -1139,38 +1219,25 @@ fn im2row_padded<T: Elem>(
     (p0, pn): (usize, usize),
     out: &mut [T],
 ) {
-    if pn == 0 {
-        return;
-    }
     let (k, kk, s) = (g.k(), g.kk(), g.s);
-    // Padded columns the taps reach, and padded rows the positions read.
-    let wp = (g.ow - 1) * s + g.kw;
-    let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
-    let r_lo = oh_lo * s;
-    let nrows = (oh_hi - oh_lo) * s + g.kh;
-    let lead = g.pad.min(wp);
-    let inside = g.w.min(wp - lead);
-    let mut plane_buf = vec![T::zero(); nrows * wp];
+    // Padded columns the taps reach.
+    let Some(pr) = PlaneRows::new(g, (p0, pn), (g.ow.max(1) - 1) * s + g.kw) else {
+        return;
+    };
+    let mut plane_buf = pr.buffer();
     for b in 0..nb {
         let rows = &mut out[b * pn * k..(b + 1) * pn * k];
         for c in 0..g.c {
-            let plane = x.plane(n0 + b, c);
-            for (i, prow) in plane_buf.chunks_exact_mut(wp).enumerate() {
-                match (r_lo + i).checked_sub(g.pad).filter(|&ih| ih < g.h) {
-                    None => prow.fill(T::zero()),
-                    Some(ih) => {
-                        let src = plane + ih * x.st[2];
-                        prow[lead..lead + inside].copy_from_slice(&x.data[src..src + inside]);
-                    }
-                }
-            }
+            pr.load(g, x, x.plane(n0 + b, c), &mut plane_buf, |prow, src| {
+                prow[pr.lead..pr.lead + src.len()].copy_from_slice(src);
+            });
             let r0 = c * kk;
             for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
                 let seg = &mut rows[j0 * k..(j0 + ow1 - ow0) * k];
                 for (row, ow) in seg.chunks_exact_mut(k).zip(ow0..ow1) {
                     let taps = &mut row[r0..r0 + kk];
                     for (ki, t) in taps.chunks_exact_mut(g.kw).enumerate() {
-                        let at = (oh * s + ki - r_lo) * wp + ow * s;
+                        let at = pr.at(g, oh, ki, ow * s);
                         copy_short(t, &plane_buf[at..at + g.kw]);
                     }
                 }
@@ -1209,6 +1276,23 @@ fn gather_out<T: Elem>(
     }
 }
 
+/// Channels `c0..c0+cn` of image `n` of the contiguous `[g.n, g.c, g.h, g.w]` buffer `x`, as one
+/// slice of `cn` planes.
+///
+/// # Safety
+/// Those planes must lie inside `x`'s allocation, and no other thread may access them while the
+/// slice lives.
+unsafe fn planes_mut<'a, T>(
+    g: &Geom,
+    x: SharedMut<T>,
+    n: usize,
+    (c0, cn): (usize, usize),
+) -> &'a mut [T] {
+    let hw = g.h * g.w;
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(x.get().add((n * g.c + c0) * hw), cn * hw) }
+}
+
 /// Adds `cols[j][q]` (`nb·pn × ldc`, columns `q` = taps of channels `c0..c0+cn`) onto the input
 /// pixels they were read from, in `x` (contiguous `[N, C, H, W]`).
 ///
@@ -1234,9 +1318,7 @@ unsafe fn col2im<T: Elem>(
     for b in 0..nb {
         // SAFETY: these planes belong to image n0 + b, channels c0..c0+cn, which only this call
         // writes (caller's contract); they lie inside the buffer.
-        let img = unsafe {
-            std::slice::from_raw_parts_mut(x.get().add(((n0 + b) * g.c + c0) * hw), cn * hw)
-        };
+        let img = unsafe { planes_mut(g, x, n0 + b, (c0, cn)) };
         for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
             for ow in ow0..ow1 {
                 let row = &cols[(b * pn + j0 + ow - ow0) * ldc..][..cn * g.kk()];
@@ -1280,41 +1362,27 @@ unsafe fn col2im_padded<T: Elem>(
     x: SharedMut<T>,
 ) {
     let (hw, kk, s) = (g.h * g.w, g.kk(), g.s);
-    if pn == 0 {
+    let Some(pr) = PlaneRows::new(g, (p0, pn), (g.ow.max(1) - 1) * s + g.kw) else {
         return;
-    }
-    let wp = (g.ow - 1) * s + g.kw;
-    let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
-    let r_lo = oh_lo * s;
-    let nrows = (oh_hi - oh_lo) * s + g.kh;
-    let lead = g.pad.min(wp);
-    let inside = g.w.min(wp - lead);
-    let mut plane_buf = vec![T::zero(); nrows * wp];
+    };
+    let mut plane_buf = pr.buffer();
     for b in 0..nb {
         // SAFETY: as in `col2im`.
-        let img = unsafe {
-            std::slice::from_raw_parts_mut(x.get().add(((n0 + b) * g.c + c0) * hw), cn * hw)
-        };
+        let img = unsafe { planes_mut(g, x, n0 + b, (c0, cn)) };
         for (cc, plane) in img.chunks_exact_mut(hw).enumerate() {
             plane_buf.fill(T::zero());
             for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
                 for (j, ow) in (b * pn + j0..).zip(ow0..ow1) {
                     let taps = &cols[j * ldc + cc * kk..][..kk];
                     for (ki, t) in taps.chunks_exact(g.kw).enumerate() {
-                        let at = (oh * s + ki - r_lo) * wp + ow * s;
+                        let at = pr.at(g, oh, ki, ow * s);
                         add_run(&mut plane_buf[at..at + g.kw], t);
                     }
                 }
             });
-            for (i, prow) in plane_buf.chunks_exact(wp).enumerate() {
-                let Some(ih) = (r_lo + i).checked_sub(g.pad).filter(|&ih| ih < g.h) else {
-                    continue;
-                };
-                let xr = &mut plane[ih * g.w..ih * g.w + inside];
-                for (d, v) in xr.iter_mut().zip(&prow[lead..lead + inside]) {
-                    *d += *v;
-                }
-            }
+            pr.add_into(g, &plane_buf, plane, |prow, xr| {
+                add_slice(xr, &prow[pr.lead..]);
+            });
         }
     }
 }
@@ -1343,9 +1411,7 @@ unsafe fn col2im_taps<T: Elem>(
         .collect();
     for b in 0..nb {
         // SAFETY: as in `col2im`.
-        let img = unsafe {
-            std::slice::from_raw_parts_mut(x.get().add(((n0 + b) * g.c + c0) * hw), cn * hw)
-        };
+        let img = unsafe { planes_mut(g, x, n0 + b, (c0, cn)) };
         for (cc, plane) in img.chunks_exact_mut(hw).enumerate() {
             for ki in 0..g.kh {
                 let q0 = (cc * g.kh + ki) * g.kw;
@@ -1381,23 +1447,15 @@ unsafe fn col2im_phased<T: Elem>(
     x: SharedMut<T>,
 ) {
     let (s, hw) = (g.s, g.h * g.w);
-    if pn == 0 {
-        return;
-    }
     let plen = g.ow + (g.kw - 1) / s;
-    let wp = s * plen;
-    let (oh_lo, oh_hi) = (p0 / g.ow, (p0 + pn - 1) / g.ow);
-    let r_lo = oh_lo * s;
-    let nrows = (oh_hi - oh_lo) * s + g.kh;
-    let lead = g.pad.min(wp);
-    let inside = g.w.min(wp - lead);
-    let mut padded = vec![T::zero(); wp];
-    let mut phases = vec![T::zero(); nrows * wp]; // [padded row][φ][j], as in im2col_phased
+    let Some(pr) = PlaneRows::new(g, (p0, pn), s * plen) else {
+        return;
+    };
+    let mut padded = vec![T::zero(); pr.wp];
+    let mut phases = pr.buffer(); // [padded row][φ][j], as in im2col_phased
     for b in 0..nb {
         // SAFETY: as in `col2im`.
-        let img = unsafe {
-            std::slice::from_raw_parts_mut(x.get().add(((n0 + b) * g.c + c0) * hw), cn * hw)
-        };
+        let img = unsafe { planes_mut(g, x, n0 + b, (c0, cn)) };
         for (cc, plane) in img.chunks_exact_mut(hw).enumerate() {
             phases.fill(T::zero());
             let q0 = cc * g.kk();
@@ -1408,26 +1466,20 @@ unsafe fn col2im_phased<T: Elem>(
                 if p0 % g.ow == 0 && pn % g.ow == 0 {
                     // Whole output rows (the usual case), as in `im2col_phased`.
                     for (r, src) in row.chunks_exact(g.ow).enumerate() {
-                        let at = (r * s + ki) * wp + at;
+                        let at = pr.at(g, p0 / g.ow + r, ki, at);
                         add_run(&mut phases[at..at + g.ow], src);
                     }
                     continue;
                 }
                 for_segments(g, p0, pn, |oh, ow0, ow1, j0| {
-                    let prow = &mut phases[(oh * s + ki - r_lo) * wp + at..];
-                    add_run(&mut prow[ow0..ow1], &row[j0..j0 + (ow1 - ow0)]);
+                    let at = pr.at(g, oh, ki, at);
+                    add_run(&mut phases[at + ow0..at + ow1], &row[j0..j0 + (ow1 - ow0)]);
                 });
             }
-            for (i, prow) in phases.chunks_exact(wp).enumerate() {
-                let Some(ih) = (r_lo + i).checked_sub(g.pad).filter(|&ih| ih < g.h) else {
-                    continue;
-                };
+            pr.add_into(g, &phases, plane, |prow, xr| {
                 interleave(&mut padded, prow, s, plen);
-                let xr = &mut plane[ih * g.w..ih * g.w + inside];
-                for (d, v) in xr.iter_mut().zip(&padded[lead..lead + inside]) {
-                    *d += *v;
-                }
-            }
+                add_slice(xr, &padded[pr.lead..]);
+            });
         }
     }
 }
