@@ -20,6 +20,7 @@ same format as `easel bench dcgan` (bench/compare.sh parses both).
     python bench/torch_reference.py [--steps 10] [--warmup 2] [--threads 2] [--quick]
 """
 import argparse
+import statistics
 import time
 
 import torch
@@ -128,6 +129,26 @@ def report(label, secs, times, batch):
     )
 
 
+def sgemm(threads, reps=5):
+    """torch.mm GFLOP/s on the (m, n, k) shapes easel's `conv_bench --sgemm` times."""
+    print(f"sgemm | torch {torch.__version__} mm f32 | median of {reps} | GFLOP/s")
+    for m, n, k in [(2048, 2048, 2048), (128, 256, 1024), (256, 256, 2048), (2048, 256, 256)]:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        inner = max(1, round(1e10 / (m * n * k)))
+        rates = []
+        for t in (1, threads):
+            torch.set_num_threads(t)
+            a @ b
+            v = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    a @ b
+                v.append((time.perf_counter() - t0) / inner)
+            rates.append(2 * m * n * k / statistics.median(v) / 1e9)
+        print(f"  {m:>4} × {n:>4} × {k:>4}   1 thread {rates[0]:6.1f}   {threads} threads {rates[1]:6.1f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=10)
@@ -135,7 +156,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="32×32×1 only")
+    ap.add_argument(
+        "--sgemm",
+        action="store_true",
+        help="only time torch.mm (f32) on the shapes of `conv_bench --sgemm`, 1 and --threads threads",
+    )
     a = ap.parse_args()
+    if a.sgemm:
+        sgemm(a.threads)
+        return
     torch.set_num_threads(a.threads)
     print(
         f"torch bench dcgan | torch {torch.__version__} cpu ({torch.get_num_threads()} threads) | "

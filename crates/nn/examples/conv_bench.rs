@@ -4,7 +4,13 @@
 //! ```text
 //! cargo run --release -p easel-nn --example conv_bench -- [--size 64|32] [--channels 3]
 //!     [--batch 64] [--reps 5] [--no-candle] [--only D2]
+//! cargo run --release -p easel-nn --example conv_bench -- --sgemm
 //! ```
+//!
+//! `--sgemm` instead measures the `gemm` crate's own rate (f32, GFLOP/s) on a large square product
+//! and on products of DCGAN-layer shapes, on one thread and on rayon's pool: the peak the
+//! convolution kernels are measured against. `bench/torch_reference.py --sgemm` gives PyTorch's
+//! (MKL) rates on the same shapes.
 //!
 //! For every layer and pass (forward, input gradient, weight gradient) it prints the median time
 //! of `reps` runs after one warm-up and the rate in GFLOP/s (2·N·O·C·KH·KW·OH·OW per pass).
@@ -23,6 +29,7 @@ struct Args {
     reps: usize,
     candle: bool,
     only: Option<String>,
+    sgemm: bool,
 }
 
 fn parse() -> Args {
@@ -33,6 +40,7 @@ fn parse() -> Args {
         reps: 5,
         candle: true,
         only: None,
+        sgemm: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -50,6 +58,10 @@ fn parse() -> Args {
             "--only" => a.only = argv.get(i + 1).cloned(),
             "--no-candle" => {
                 a.candle = false;
+                i -= 1;
+            }
+            "--sgemm" => {
+                a.sgemm = true;
                 i -= 1;
             }
             other => panic!("unknown argument {other}"),
@@ -114,8 +126,77 @@ impl Layer {
     }
 }
 
+/// `(m, n, k)` of the products `--sgemm` times: a large square one, then DCGAN-layer shapes
+/// (forward `O × cols × K` of D2/D3 at 32×32, a data-gradient `K × cols × O`).
+const SGEMM_SHAPES: [(usize, usize, usize); 4] = [
+    (2048, 2048, 2048),
+    (128, 256, 1024),
+    (256, 256, 2048),
+    (2048, 256, 256),
+];
+
+/// Prints the `gemm` crate's f32 rate on [`SGEMM_SHAPES`], one thread and rayon's pool.
+fn sgemm(reps: usize) {
+    let threads = rayon::current_num_threads();
+    println!("sgemm | gemm crate f32, row-major | median of {reps} | GFLOP/s");
+    for (m, n, k) in SGEMM_SHAPES {
+        let a = vec![1.0f32; m * k];
+        let b = vec![1.0f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        let mut rate = |par: gemm::Parallelism| {
+            let mut run = || {
+                // SAFETY: a, b, c are m×k, k×n and m×n row-major buffers of those sizes.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        1,
+                        n as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                }
+            };
+            run();
+            // Enough repetitions for ≈ 20 GFLOP per measurement.
+            let inner = (1e10 / (m * n * k) as f64).ceil() as usize;
+            let mut v: Vec<f64> = (0..reps.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..inner {
+                        run();
+                    }
+                    t.elapsed().as_secs_f64() / inner as f64
+                })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            2.0 * (m * n * k) as f64 / v[v.len() / 2] / 1e9
+        };
+        let one = rate(gemm::Parallelism::None);
+        let all = rate(gemm::Parallelism::Rayon(threads));
+        println!("  {m:>4} × {n:>4} × {k:>4}   1 thread {one:6.1}   {threads} threads {all:6.1}");
+    }
+}
+
 fn main() -> Result<()> {
     let a = parse();
+    if a.sgemm {
+        sgemm(a.reps);
+        return Ok(());
+    }
     let (n, nz, nf) = (a.batch, 100, 64);
     let stages = (a.size / 4).trailing_zeros() as usize; // 64 → 4, 32 → 3
     let mut layers = Vec::new();
