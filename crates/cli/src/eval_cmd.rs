@@ -59,6 +59,10 @@ pub struct EvalArgs {
     /// Print only the table and the report path (no progress).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Measure a GAN run's trained generator, not its weight average (runs with
+    /// `model.ema_decay` keep both; the average is the default).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Runs `easel eval`.
@@ -77,6 +81,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         cache_dir: args.cache_dir,
         device,
         quiet: args.quiet,
+        weights: crate::weights_flag(args.raw),
     })?;
     print!("{}", report.table());
     println!(

@@ -45,6 +45,10 @@ struct Common {
     /// cpu, cuda, cuda:N, metal or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Render with the trained generator's own weights, not its weight average (runs with
+    /// `model.ema_decay` keep both; the average is the default).
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,7 +187,13 @@ struct Loaded {
 }
 
 /// Opens the bank of `run`, fetches `ids`, and loads the model they were drawn for (or `model`).
-fn load(run: &Path, ids: &[u64], model: Option<&Path>, device: &str) -> anyhow::Result<Loaded> {
+fn load(
+    run: &Path,
+    ids: &[u64],
+    model: Option<&Path>,
+    device: &str,
+    raw: bool,
+) -> anyhow::Result<Loaded> {
     let device = easel_train::device::parse_device(device)?;
     let bank = ZBank::open(run)?;
     let entries = bank.get(ids)?;
@@ -201,8 +211,9 @@ fn load(run: &Path, ids: &[u64], model: Option<&Path>, device: &str) -> anyhow::
             m
         }
     };
-    let (_, generator, mode) = session::load_generator(&model, &device)
-        .with_context(|| format!("loading the generator in {}", model.display()))?;
+    let (_, generator, mode) =
+        session::load_generator_with(&model, &device, crate::weights_flag(raw))
+            .with_context(|| format!("loading the generator in {}", model.display()))?;
     let want = bank.index().latent_dim;
     if generator.latent_dim() != want {
         bail!(
@@ -297,7 +308,13 @@ pub fn run(args: LatentArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             let all: Vec<u64> = from.iter().chain(&to).copied().collect();
-            let l = load(&run, &all, common.model.as_deref(), &common.device)?;
+            let l = load(
+                &run,
+                &all,
+                common.model.as_deref(),
+                &common.device,
+                common.raw,
+            )?;
             let r = Renderer::new(l.generator.as_ref(), l.mode, &l.device);
             let lat: Vec<Latent> = l.entries.into_iter().map(Latent::from).collect();
             let n = from.len();
@@ -348,7 +365,13 @@ pub fn run(args: LatentArgs) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let all: Vec<u64> = groups.iter().flat_map(|(_, g)| g.clone()).collect();
-            let l = load(&run, &all, common.model.as_deref(), &common.device)?;
+            let l = load(
+                &run,
+                &all,
+                common.model.as_deref(),
+                &common.device,
+                common.raw,
+            )?;
             let r = Renderer::new(l.generator.as_ref(), l.mode, &l.device);
             let mut lat = l.entries.into_iter().map(Latent::from);
             let terms: Vec<Term> = groups
@@ -403,7 +426,13 @@ pub fn run(args: LatentArgs) -> anyhow::Result<ExitCode> {
                 .chain(&apply.0)
                 .copied()
                 .collect();
-            let l = load(&run, &all, common.model.as_deref(), &common.device)?;
+            let l = load(
+                &run,
+                &all,
+                common.model.as_deref(),
+                &common.device,
+                common.raw,
+            )?;
             let r = Renderer::new(l.generator.as_ref(), l.mode, &l.device);
             let lat: Vec<Latent> = l.entries.into_iter().map(Latent::from).collect();
             let (np, nn) = (pos.0.len(), neg.0.len());
@@ -440,7 +469,13 @@ pub fn run(args: LatentArgs) -> anyhow::Result<ExitCode> {
             classes,
             common,
         } => {
-            let l = load(&run, &ids.0, common.model.as_deref(), &common.device)?;
+            let l = load(
+                &run,
+                &ids.0,
+                common.model.as_deref(),
+                &common.device,
+                common.raw,
+            )?;
             let k = l.generator.num_classes();
             if k == 0 {
                 bail!(

@@ -86,6 +86,10 @@ enum Command {
         /// A numbered contact sheet: each image's z bank id under it, for `easel latent`.
         #[arg(long)]
         sheet: bool,
+        /// Sample the trained generator's own weights, not its weight average (runs with
+        /// `model.ema_decay` keep both; the average is the default).
+        #[arg(long)]
+        raw: bool,
     },
     /// List recipes with their descriptions.
     Recipes {
@@ -217,6 +221,7 @@ fn run() -> anyhow::Result<ExitCode> {
             out,
             device,
             sheet,
+            raw,
         } => {
             let device = easel_train::device::parse_device(&device)?;
             let r = session::sample(&session::SampleRequest {
@@ -227,6 +232,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 out,
                 device,
                 sheet,
+                weights: weights_flag(raw),
             })?;
             println!(
                 "wrote {} (seed {}, model {})",
@@ -340,5 +346,14 @@ mod tests {
         assert_eq!(get(), 1000);
         tune_allocator();
         assert_eq!(get(), -1);
+    }
+}
+
+/// `--raw` → the trained generator; otherwise its weight average when the run keeps one.
+pub(crate) fn weights_flag(raw: bool) -> session::GeneratorWeights {
+    if raw {
+        session::GeneratorWeights::Trained
+    } else {
+        session::GeneratorWeights::Averaged
     }
 }

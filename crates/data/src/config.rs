@@ -26,6 +26,11 @@ pub struct DataConfig {
     /// (triangle) filter like torchvision's `Resize`, e.g. MNIST 28 → 32 or 64
     /// as pytorch/examples' DCGAN does. Default 32; shapes need at least 16.
     pub image_size: usize,
+    /// Zero padding in pixels on every side, added after the resize: the source is resized to
+    /// `image_size − 2·pad` and framed with black (0 → −1 in [-1, 1]) up to `image_size`. MNIST
+    /// with `image_size = 32, pad = 2` keeps its native 28×28 digits (no resampling blur) on
+    /// the 32×32 canvas DCGAN's 4×4 base needs, like torchvision's `Pad(2)`. Default 0.
+    pub pad: usize,
     /// Output channels: 3 (RGB, default) or 1 (grey). Grey sources are
     /// repeated to RGB; RGB is turned grey with ITU-R 601 luma like PIL's
     /// `convert("L")`.
@@ -55,6 +60,7 @@ impl Default for DataConfig {
             dir: None,
             split: Split::Train,
             image_size: 32,
+            pad: 0,
             channels: 3,
             crop: Crop::Center,
             on_corrupt: CorruptPolicy::Skip,
@@ -86,6 +92,23 @@ impl DataConfig {
                     self.source.key()
                 ),
                 format!("use a size from {min} to 4096, e.g. 32 or 64"),
+            ));
+        }
+        if self.pad > 0 && self.image_size < min + 2 * self.pad {
+            return Err(DataError::config(
+                "pad",
+                format!(
+                    "{} leaves {} pixels of the {}-pixel image for the {} images",
+                    self.pad,
+                    self.image_size as i64 - 2 * self.pad as i64,
+                    self.image_size,
+                    self.source.key()
+                ),
+                format!(
+                    "use a pad of at most {} at image_size = {} (or a larger image_size)",
+                    self.image_size.saturating_sub(min) / 2,
+                    self.image_size
+                ),
             ));
         }
         if self.source == Source::Shapes && self.shapes.count == 0 {

@@ -65,6 +65,7 @@ mod hub;
 mod loader;
 mod memory;
 mod mnist;
+mod pad;
 mod parquet_images;
 mod rng;
 pub mod shapes;
@@ -126,6 +127,14 @@ pub trait Dataset: Send + Sync {
 /// it keys the shapes set (unless `shapes.seed` is set).
 pub fn open(cfg: &DataConfig, seed: u64) -> Result<Arc<dyn Dataset>, DataError> {
     cfg.validate()?;
+    if cfg.pad > 0 {
+        let inner = DataConfig {
+            image_size: cfg.image_size - 2 * cfg.pad,
+            pad: 0,
+            ..cfg.clone()
+        };
+        return Ok(Arc::new(pad::Padded::new(open(&inner, seed)?, cfg.pad)));
+    }
     match cfg.source {
         Source::Shapes => {
             if let Some(dir) = &cfg.dir {

@@ -125,6 +125,50 @@ fn mnist_from_dir_resized_and_normalised() {
 }
 
 #[test]
+fn mnist_padded_keeps_native_pixels_inside_a_black_frame() {
+    // torchvision: Compose([Pad(2), ToTensor(), Normalize(0.5, 0.5)]) of a 28×28 digit: the
+    // 28×28 pixels unchanged at [2..30, 2..30], −1 around them.
+    let d = tempfile::tempdir().unwrap();
+    write_mnist(d.path(), 6);
+    let mut c = cfg(Source::Mnist);
+    c.dir = Some(d.path().to_path_buf());
+    c.channels = 1;
+    c.image_size = 28;
+    let native = open(&c, 0).unwrap();
+    c.image_size = 32;
+    c.pad = 2;
+    let padded = open(&c, 0).unwrap();
+    assert_eq!(padded.shape(), [1, 32, 32]);
+    assert_eq!((padded.len(), padded.num_classes()), (6, Some(10)));
+    assert!(
+        padded.describe().ends_with("zero-padded by 2 to 32×32"),
+        "{}",
+        padded.describe()
+    );
+    for i in 0..6 {
+        let (a, b) = (native.get(i, 0).unwrap(), padded.get(i, 0).unwrap());
+        assert_eq!(a.label, b.label);
+        for y in 0..32 {
+            for x in 0..32 {
+                let v = b.pixels[y * 32 + x];
+                if (2..30).contains(&y) && (2..30).contains(&x) {
+                    assert_eq!(v, a.pixels[(y - 2) * 28 + x - 2], "image {i} ({x}, {y})");
+                } else {
+                    assert_eq!(v, -1.0, "image {i} border ({x}, {y})");
+                }
+            }
+        }
+    }
+    // A pad that leaves too little image names the key and the largest pad that fits.
+    c.pad = 13;
+    let e = open(&c, 0).err().unwrap().to_string();
+    assert_eq!(
+        e,
+        "data.pad: 13 leaves 6 pixels of the 32-pixel image for the mnist images — use a pad of at most 12 at image_size = 32 (or a larger image_size)"
+    );
+}
+
+#[test]
 fn missing_dir_is_named() {
     let mut c = cfg(Source::FashionMnist);
     c.dir = Some(PathBuf::from("/definitely/not/here"));

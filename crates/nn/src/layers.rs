@@ -283,6 +283,9 @@ pub struct BatchNorm2d {
 }
 
 impl BatchNorm2d {
+    /// The running-statistics momentum (PyTorch's default): `running = 0.9·running + 0.1·stat`.
+    pub const MOMENTUM: f64 = 0.1;
+
     /// Creates the layer (eps 1e-5, momentum 0.1 as PyTorch); `weight_init` draws γ, β starts at 0.
     pub fn new(c: usize, weight_init: Init, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(c, "weight", weight_init)?;
@@ -299,7 +302,7 @@ impl BatchNorm2d {
             running_mean,
             running_var,
             eps: 1e-5,
-            momentum: 0.1,
+            momentum: Self::MOMENTUM,
         })
     }
 
@@ -401,6 +404,47 @@ impl BatchNorm2d {
             }
         }
     }
+}
+
+/// Recomputes the batch-norm running statistics of the network in `store` as the plain average
+/// of `batches` training-mode forward passes (`forward(k)` runs batch `k` with
+/// [`BnMode::Train`]), like `torch.optim.swa_utils.update_bn` (momentum `None`: cumulative
+/// average of each batch's mean and unbiased variance). Used where the weights were not trained
+/// as they are (an exponential moving average of them, Polyak averaging), so the statistics
+/// tracked during training do not belong to them. The result depends only on the weights and
+/// the batches: every buffer is zeroed before each pass and the pass's statistic read back.
+pub fn recompute_batch_norm_stats(
+    store: &crate::ParamStore,
+    batches: usize,
+    mut forward: impl FnMut(usize) -> Result<()>,
+) -> Result<()> {
+    let stats: Vec<(String, Var)> = store
+        .all()
+        .into_iter()
+        .filter(|(n, _)| matches!(n.rsplit('.').next(), Some("running_mean" | "running_var")))
+        .collect();
+    if stats.is_empty() || batches == 0 {
+        return Ok(());
+    }
+    let mut sums: Vec<Tensor> = stats
+        .iter()
+        .map(|(_, v)| v.as_tensor().zeros_like()?.to_dtype(DType::F64))
+        .collect::<Result<_>>()?;
+    for k in 0..batches {
+        for (_, v) in &stats {
+            v.set(&v.as_tensor().zeros_like()?)?;
+        }
+        forward(k)?;
+        // Each buffer now holds 0·(1 − m) + m·stat.
+        for ((_, v), sum) in stats.iter().zip(sums.iter_mut()) {
+            let stat = (v.as_tensor().to_dtype(DType::F64)? / BatchNorm2d::MOMENTUM)?;
+            *sum = (&*sum + stat)?;
+        }
+    }
+    for ((_, v), sum) in stats.iter().zip(sums) {
+        v.set(&(sum / batches as f64)?.to_dtype(v.dtype())?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -640,5 +684,29 @@ mod tests {
         let names: Vec<String> = store.all().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["c.weight", "t.bias", "t.weight"]);
         assert_eq!(store.tensors()["t.weight"].dims(), [8, 3, 4, 4]);
+    }
+
+    #[test]
+    fn recomputed_stats_are_the_average_of_each_batch_statistic() {
+        // torch.optim.swa_utils.update_bn (momentum None): running_mean = mean over batches of
+        // each batch's per-channel mean; running_var = mean of each batch's unbiased variance.
+        let store = ParamStore::new(&Device::Cpu, 0);
+        let bn = BatchNorm2d::new(1, Init::Const(1.), store.var_builder()).unwrap();
+        // Batch 0: 1, 2, 3, 6 (mean 3, unbiased var 14/3); batch 1: 0, 0, 4, 4 (mean 2, var 16/3).
+        let batches = [[1f32, 2., 3., 6.], [0., 0., 4., 4.]];
+        // Start from stale statistics: they must not leak into the result.
+        bn.running_mean
+            .set(&Tensor::new(&[7f32], &Device::Cpu).unwrap())
+            .unwrap();
+        recompute_batch_norm_stats(&store, 2, |k| {
+            let x = Tensor::new(&batches[k], &Device::Cpu)?.reshape((4, 1, 1, 1))?;
+            bn.forward_t(&x, BnMode::Train).map(|_| ())
+        })
+        .unwrap();
+        let t = store.tensors();
+        let mean = vec4(&t["running_mean"])[0];
+        let var = vec4(&t["running_var"])[0];
+        assert!((mean - 2.5).abs() < 1e-6, "{mean}");
+        assert!((var - 5.0).abs() < 1e-5, "{var}");
     }
 }

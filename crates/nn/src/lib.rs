@@ -22,7 +22,8 @@ mod store;
 pub mod testing;
 
 pub use layers::{
-    BatchNorm2d, BnMode, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig,
+    recompute_batch_norm_stats, BatchNorm2d, BnMode, Conv2d, Conv2dConfig, ConvTranspose2d,
+    ConvTranspose2dConfig,
 };
 pub use layers2::{InstanceNorm2d, PReLU, ReflectionPad2d};
 pub use store::{is_buffer_name, ParamStore};

@@ -1163,6 +1163,8 @@ pub struct EvalRequest {
     pub device: Device,
     /// Print no progress.
     pub quiet: bool,
+    /// A GAN run's weights to measure (its weight average by default when it keeps one).
+    pub weights: session::GeneratorWeights,
 }
 
 /// What [`evaluate`] measured.
@@ -1398,7 +1400,7 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport> {
     let mut col = Collector::new(extractor.as_ref(), want_logits, &req.device);
     let (generated, model_dir, step, n) = match &target {
         Target::Run { dir, .. } => {
-            let (recipe, g, mode) = session::load_generator(dir, &req.device)?;
+            let (recipe, g, mode) = session::load_generator_with(dir, &req.device, req.weights)?;
             let state = checkpoint::read_state(dir)?;
             let n = req.n;
             if metrics.contains(&Metric::Swd) {

@@ -115,6 +115,12 @@ pub trait TrainStep {
             self.kind()
         )))
     }
+    /// Brings state derived from the weights up to date before they are previewed, evaluated or
+    /// saved (e.g. the batch-norm statistics of an averaged generator). Must not touch the
+    /// training RNG or the data stream, so calling it more or less often changes no result.
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// The console form of `scalars`.
     fn format_scalars(&self, scalars: &Scalars) -> String {
         scalars
@@ -416,6 +422,7 @@ pub fn fit(
             let dir = if last_saved == Some(state.step) {
                 layout::checkpoints(run).join(checkpoint::step_dir_name(state.step))
             } else {
+                step.sync()?;
                 save_checkpoint(step, state, run, cfg, opts.recipe_toml)?
             };
             log.bar.abandon();
@@ -510,10 +517,12 @@ pub fn fit(
         if let Some(ev) = opts.evaluator {
             let every = ev.every();
             if every > 0 && (s.is_multiple_of(every) || s == cfg.steps) {
+                step.sync()?;
                 evaluate(ev, step, state, opts, tracker.as_mut(), &mut log)?;
             }
         }
         if s.is_multiple_of(cfg.checkpoint_every) || s == cfg.steps {
+            step.sync()?;
             save_checkpoint(step, state, run, cfg, opts.recipe_toml)?;
             last_saved = Some(s);
         }
@@ -521,6 +530,7 @@ pub fn fit(
     if last_preview != Some(state.step) && state.step > start_step {
         write_preview(step, run, state.step, &mut log)?;
     }
+    step.sync()?;
     if last_saved != Some(state.step) {
         save_checkpoint(step, state, run, cfg, opts.recipe_toml)?;
     }

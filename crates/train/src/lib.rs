@@ -16,6 +16,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod double_backward;
+pub mod ema;
 pub mod error;
 pub mod eval;
 pub mod fit;

@@ -103,6 +103,14 @@ pub struct DcganRecipe {
     /// Discriminator normalisation: `batch` (DCGAN) or `none` (usual with spectral norm).
     #[serde(default)]
     pub d_norm: DNorm,
+    /// Decay of an exponential moving average of the generator's weights (Polyak averaging;
+    /// Yazici et al. 2019, Karras et al. 2018), kept beside the trained generator as
+    /// `generator_ema` and used by previews, `easel sample`, `easel eval` and the latent tools
+    /// (`--raw` for the trained weights). Update after every generator step `t` (from 0):
+    /// `ema = β·ema + (1 − β)·g` with `β = min(ema_decay, (1 + t) / (10 + t))` (the warm-up
+    /// of TensorFlow's `ExponentialMovingAverage(num_updates)`). 0 = off (default).
+    #[serde(default)]
+    pub ema_decay: f64,
 }
 
 impl Default for DcganRecipe {
@@ -116,6 +124,7 @@ impl Default for DcganRecipe {
             sample_bn: SampleBn::Eval,
             spectral_norm: false,
             d_norm: DNorm::Batch,
+            ema_decay: 0.0,
         }
     }
 }
@@ -155,6 +164,9 @@ pub struct CganRecipe {
     /// Number of classes; filled in from the dataset when unset (the resolved recipe records it).
     #[serde(default)]
     pub num_classes: Option<usize>,
+    /// Generator weight averaging, as `[model] ema_decay` of `kind = "dcgan"`.
+    #[serde(default)]
+    pub ema_decay: f64,
 }
 
 /// `[model] kind = "lapgan"`: an 8×8 base GAN and `image_size / 8 = 2^levels` finer levels.
@@ -364,6 +376,9 @@ pub struct WganRecipe {
     /// the gradient penalty (which is per sample, so batch norm is invalid there).
     #[serde(default)]
     pub d_norm: Option<DNorm>,
+    /// Generator weight averaging, as `[model] ema_decay` of `kind = "dcgan"`.
+    #[serde(default)]
+    pub ema_decay: f64,
 }
 
 /// Batch-norm statistics used when sampling.

@@ -433,6 +433,8 @@ pub struct SampleRequest {
     pub device: Device,
     /// Write a numbered contact sheet (each tile's z bank id under it) instead of a plain grid.
     pub sheet: bool,
+    /// Which weights to sample (the average by default when the run keeps one).
+    pub weights: GeneratorWeights,
 }
 
 /// What [`sample`] wrote.
@@ -471,10 +473,31 @@ pub fn model_dir(path: &Path) -> Result<PathBuf> {
     )))
 }
 
-/// Rebuilds the generator saved in a model directory (`final/` or a checkpoint) from that folder alone.
+/// Which weights of a GAN's model folder to sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GeneratorWeights {
+    /// The weight average (`generator_ema.safetensors`, `[model] ema_decay`) when the folder has
+    /// one, else the trained generator.
+    #[default]
+    Averaged,
+    /// The trained generator (`generator.safetensors`; `--raw`).
+    Trained,
+}
+
+/// Rebuilds the generator saved in a model directory (`final/` or a checkpoint) from that folder
+/// alone: its weight average when it has one (see [`load_generator_with`]).
 pub fn load_generator(
     dir: &Path,
     device: &Device,
+) -> Result<(Recipe, Box<dyn ImageGenerator>, easel_nn::BnMode)> {
+    load_generator_with(dir, device, GeneratorWeights::default())
+}
+
+/// [`load_generator`] with a choice of weights.
+pub fn load_generator_with(
+    dir: &Path,
+    device: &Device,
+    weights: GeneratorWeights,
 ) -> Result<(Recipe, Box<dyn ImageGenerator>, easel_nn::BnMode)> {
     let recipe = Recipe::load_run(&dir.join(checkpoint::RECIPE_FILE), &[])?;
     if let ModelRecipe::Lapgan(m) = &recipe.model {
@@ -488,7 +511,13 @@ pub fn load_generator(
     match gan::spec(&recipe)? {
         Some(spec) => {
             let (g, store) = gan::build_generator(&recipe, &spec, device)?;
-            checkpoint::load_network(dir, "generator", &store, device)?;
+            let averaged = dir.join(format!("{}.safetensors", gan::EMA_NETWORK));
+            let name = if weights == GeneratorWeights::Averaged && averaged.exists() {
+                gan::EMA_NETWORK
+            } else {
+                "generator"
+            };
+            checkpoint::load_network(dir, name, &store, device)?;
             Ok((recipe, Box::new(g), spec.sample_mode))
         }
         None => Err(TrainError::Run(format!(
@@ -505,7 +534,7 @@ pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
         return Err(TrainError::Run("--n must be at least 1".into()));
     }
     let dir = model_dir(&req.model)?;
-    let (recipe, g, mode) = load_generator(&dir, &req.device)?;
+    let (recipe, g, mode) = load_generator_with(&dir, &req.device, req.weights)?;
     let seed = req
         .seed
         .unwrap_or_else(|| derive_seed(recipe.seed, "sample") % 1_000_000);

@@ -31,6 +31,9 @@ use crate::rng::{derive_seed, StepRng};
 /// Network names used in checkpoints and `[optim.<name>]`.
 pub const NETWORKS: [&str; 2] = ["generator", "discriminator"];
 
+/// The averaged generator's name in checkpoints (`generator_ema.safetensors`).
+pub const EMA_NETWORK: &str = "generator_ema";
+
 /// The adversarial objective.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GanLoss {
@@ -65,6 +68,8 @@ pub struct GanSpec {
     pub sample_mode: BnMode,
     /// Default optimiser of each network when the recipe names none.
     pub default_optim: OptimSpec,
+    /// Decay of the generator's weight average (`[model] ema_decay`; 0 = none).
+    pub ema_decay: f64,
 }
 
 fn adam(lr: f64, beta1: f64, beta2: f64) -> OptimSpec {
@@ -82,6 +87,18 @@ fn mode(s: SampleBn) -> BnMode {
         SampleBn::Eval => BnMode::Eval,
         SampleBn::Batch => BnMode::BatchStats,
     }
+}
+
+fn ema_decay(d: f64) -> Result<f64> {
+    if !(0.0..1.0).contains(&d) {
+        return Err(TrainError::Recipe {
+            path: "recipe".into(),
+            message: format!(
+                "model.ema_decay = {d}: use a decay in [0, 1), e.g. 0.999 (0 turns the weight average off)"
+            ),
+        });
+    }
+    Ok(d)
 }
 
 /// The GAN spec of a recipe, or `None` for non-GAN kinds. `num_classes` is the dataset's
@@ -109,6 +126,7 @@ pub fn spec(recipe: &Recipe) -> Result<Option<GanSpec>> {
             },
             sample_mode: mode(m.sample_bn),
             default_optim: adam(2e-4, 0.5, 0.999),
+            ema_decay: ema_decay(m.ema_decay)?,
         },
         ModelRecipe::Cgan(m) => {
             let classes = m.num_classes.ok_or_else(|| TrainError::Recipe {
@@ -141,6 +159,7 @@ pub fn spec(recipe: &Recipe) -> Result<Option<GanSpec>> {
                 },
                 sample_mode: mode(m.sample_bn),
                 default_optim: adam(2e-4, 0.5, 0.999),
+                ema_decay: ema_decay(m.ema_decay)?,
             }
         }
         ModelRecipe::Wgan(m) => {
@@ -180,6 +199,7 @@ pub fn spec(recipe: &Recipe) -> Result<Option<GanSpec>> {
                         weight_decay: 0.0,
                     })
                 },
+                ema_decay: ema_decay(m.ema_decay)?,
             }
         }
         ModelRecipe::Lapgan(_)
@@ -231,6 +251,70 @@ impl Clock<'_> {
     }
 }
 
+/// Batches of fixed noise over which the averaged generator's batch-norm statistics are
+/// recomputed (× the training batch size).
+pub const EMA_BN_BATCHES: usize = 16;
+
+/// The averaged generator (`[model] ema_decay`): saved as `generator_ema`, sampled by default.
+struct EmaGenerator {
+    g: Generator,
+    store: ParamStore,
+    decay: f64,
+    /// The weights moved since the batch-norm statistics were last recomputed.
+    stale: bool,
+    /// Fixed inputs of the recomputation: `EMA_BN_BATCHES` batches of z (and labels), from the
+    /// recipe seed alone, so the statistics are a function of the weights.
+    bn_inputs: Vec<(Tensor, Option<Tensor>)>,
+}
+
+impl EmaGenerator {
+    fn new(recipe: &Recipe, spec: &GanSpec, g_store: &ParamStore, device: &Device) -> Result<Self> {
+        let (g, store) = build_generator(recipe, spec, device)?;
+        crate::ema::copy(&store, g_store)?;
+        let mut rng = StepRng::new(recipe.seed, "ema-batch-norm");
+        let (b, nz, k) = (
+            recipe.train.batch_size.max(2),
+            spec.net.nz,
+            spec.net.num_classes,
+        );
+        let bn_inputs = (0..EMA_BN_BATCHES)
+            .map(|i| {
+                let z = rng.randn((b, nz), device)?;
+                let labels = if k > 0 {
+                    let l: Vec<u32> = (0..b).map(|j| ((i * b + j) % k) as u32).collect();
+                    Some(Tensor::from_vec(l, b, device)?)
+                } else {
+                    None
+                };
+                Ok((z, labels))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            g,
+            store,
+            decay: spec.ema_decay,
+            stale: true,
+            bn_inputs,
+        })
+    }
+
+    /// Recomputes the running statistics for the current averaged weights when they moved.
+    fn sync(&mut self, sample_mode: BnMode) -> Result<()> {
+        if !self.stale {
+            return Ok(());
+        }
+        if sample_mode == BnMode::Eval {
+            let (g, inputs) = (&self.g, &self.bn_inputs);
+            easel_nn::recompute_batch_norm_stats(&self.store, inputs.len(), |i| {
+                let (z, l) = &inputs[i];
+                g.forward_labels(z, l.as_ref(), BnMode::Train).map(|_| ())
+            })?;
+        }
+        self.stale = false;
+        Ok(())
+    }
+}
+
 /// Generator, discriminator/critic, one optimiser each, and the fixed preview inputs.
 pub struct GanStep {
     spec: GanSpec,
@@ -245,6 +329,7 @@ pub struct GanStep {
     fixed_noise: Tensor,
     fixed_labels: Option<Tensor>,
     preview_cols: Option<usize>,
+    ema: Option<EmaGenerator>,
     /// When set, each step adds its forward/backward/optimiser times here (benchmarks).
     pub timings: Option<PhaseTimes>,
 }
@@ -301,6 +386,11 @@ impl GanStep {
                 )
             };
         let base_lr = [opt_g.spec().lr(), opt_d.spec().lr()];
+        let ema = if spec.ema_decay > 0.0 {
+            Some(EmaGenerator::new(recipe, &spec, &g_store, device)?)
+        } else {
+            None
+        };
         Ok(Self {
             spec,
             g,
@@ -313,6 +403,7 @@ impl GanStep {
             fixed_noise,
             fixed_labels,
             preview_cols,
+            ema,
             timings: None,
         })
     }
@@ -405,6 +496,24 @@ impl GanStep {
             ("d_g_z2", mean_sigmoid(&d_fake2)?),
             ("batch_size", b as f64),
         ])
+    }
+
+    /// The networks' updates of one step (the weight average follows in [`TrainStep::step`]).
+    fn step_networks(
+        &mut self,
+        data: &mut dyn BatchSource,
+        ctx: &mut StepContext,
+    ) -> Result<Scalars> {
+        if matches!(self.spec.loss, GanLoss::Wasserstein { .. }) {
+            return self.step_wasserstein(data, ctx);
+        }
+        let batch = data.next_batch()?;
+        let b = batch.images.dim(0)?;
+        let z = ctx.rng.randn((b, self.spec.net.nz), ctx.device)?; // [B, nz]
+        let conditional = self.spec.net.num_classes > 0;
+        let fake_labels = self.random_labels(ctx, b)?;
+        let labels = conditional.then_some(&batch.labels);
+        self.update_bce(&batch.images, labels, &z, fake_labels.as_ref())
     }
 
     fn step_wasserstein(
@@ -541,10 +650,22 @@ impl TrainStep for GanStep {
     }
 
     fn networks(&self) -> Vec<(&'static str, ParamStore)> {
-        vec![
+        let mut nets = vec![
             ("generator", self.g_store.clone()),
             ("discriminator", self.d_store.clone()),
-        ]
+        ];
+        if let Some(e) = &self.ema {
+            nets.push((EMA_NETWORK, e.store.clone()));
+        }
+        nets
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let mode = self.spec.sample_mode;
+        match &mut self.ema {
+            Some(e) => e.sync(mode),
+            None => Ok(()),
+        }
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
@@ -570,20 +691,18 @@ impl TrainStep for GanStep {
     }
 
     fn step(&mut self, data: &mut dyn BatchSource, ctx: &mut StepContext) -> Result<Scalars> {
-        if matches!(self.spec.loss, GanLoss::Wasserstein { .. }) {
-            return self.step_wasserstein(data, ctx);
+        let scalars = self.step_networks(data, ctx)?;
+        if let Some(e) = &mut self.ema {
+            crate::ema::update(&e.store, &self.g_store, crate::ema::beta(e.decay, ctx.step))?;
+            e.stale = true;
         }
-        let batch = data.next_batch()?;
-        let b = batch.images.dim(0)?;
-        let z = ctx.rng.randn((b, self.spec.net.nz), ctx.device)?; // [B, nz]
-        let conditional = self.spec.net.num_classes > 0;
-        let fake_labels = self.random_labels(ctx, b)?;
-        let labels = conditional.then_some(&batch.labels);
-        self.update_bce(&batch.images, labels, &z, fake_labels.as_ref())
+        Ok(scalars)
     }
 
     fn preview(&mut self) -> Result<Tensor> {
-        Ok(self.g.forward_labels(
+        self.sync()?;
+        let g = self.ema.as_ref().map_or(&self.g, |e| &e.g);
+        Ok(g.forward_labels(
             &self.fixed_noise,
             self.fixed_labels.as_ref(),
             self.spec.sample_mode,
@@ -595,7 +714,8 @@ impl TrainStep for GanStep {
     }
 
     fn generator(&self) -> Option<(&dyn easel_models::ImageGenerator, BnMode)> {
-        Some((&self.g, self.spec.sample_mode))
+        let g = self.ema.as_ref().map_or(&self.g, |e| &e.g);
+        Some((g, self.spec.sample_mode))
     }
 
     fn format_scalars(&self, s: &Scalars) -> String {
