@@ -330,6 +330,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--raw` → the trained generator; otherwise its weight average when the run keeps one.
+pub(crate) fn weights_flag(raw: bool) -> session::GeneratorWeights {
+    if raw {
+        session::GeneratorWeights::Trained
+    } else {
+        session::GeneratorWeights::Averaged
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,14 +355,5 @@ mod tests {
         assert_eq!(get(), 1000);
         tune_allocator();
         assert_eq!(get(), -1);
-    }
-}
-
-/// `--raw` → the trained generator; otherwise its weight average when the run keeps one.
-pub(crate) fn weights_flag(raw: bool) -> session::GeneratorWeights {
-    if raw {
-        session::GeneratorWeights::Trained
-    } else {
-        session::GeneratorWeights::Averaged
     }
 }
