@@ -509,6 +509,12 @@ fn ema_generator_resumes_exactly_and_is_what_sample_and_eval_use() {
     let (f_avg, f_raw) = (fid(&[]), fid(&["--raw"]));
     assert!(f_avg.is_finite() && f_raw.is_finite());
     assert_ne!(f_avg, f_raw);
+    // `easel inspect` says which weights are sampled.
+    let out = easel_ok(&["inspect", s(&run)]);
+    assert!(
+        out.contains("generator, discriminator, generator_ema") && out.contains("--raw"),
+        "{out}"
+    );
 }
 
 /// A copy of `run`'s final/ without its averaged generator (an older run's layout).

@@ -710,4 +710,57 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn initialisation_is_pytorch_examples_weights_init_in_every_layer() {
+        // pytorch/examples dcgan `weights_init`: Conv*/ConvTranspose* weights N(0, 0.02) (no
+        // biases), BatchNorm γ N(1, 0.02) and β = 0; buffers as nn.BatchNorm2d creates them
+        // (running mean 0, running var 1); the conditional label embedding N(0, 1) (nn.Embedding).
+        let cfg = Config {
+            num_classes: 10,
+            ..Config::pytorch_examples_64()
+        };
+        let (gs, ds) = (
+            ParamStore::new(&Device::Cpu, 3),
+            ParamStore::new(&Device::Cpu, 4),
+        );
+        Generator::new(&cfg, gs.var_builder()).unwrap();
+        Discriminator::new(&cfg, ds.var_builder()).unwrap();
+        let moments = |t: &Tensor| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            (v, n, mean, var.sqrt())
+        };
+        let mut seen = 0;
+        for (name, t) in gs.tensors().into_iter().chain(ds.tensors()) {
+            let (v, n, mean, std) = moments(&t);
+            let (want_mean, want_std) = match name.rsplit('.').next().unwrap() {
+                "running_mean" | "bias" => {
+                    assert!(v.iter().all(|&x| x == 0.0), "{name} must start at 0");
+                    continue;
+                }
+                "running_var" => {
+                    assert!(v.iter().all(|&x| x == 1.0), "{name} must start at 1");
+                    continue;
+                }
+                _ if name.starts_with("label_emb") => (0.0, 1.0),
+                _ if t.rank() == 1 => (1.0, 0.02), // batch-norm γ
+                _ => (0.0, 0.02),                  // convolution weights
+            };
+            // Four standard errors of the mean and of the standard deviation.
+            assert!(
+                (mean - want_mean).abs() < 4.0 * want_std / n.sqrt(),
+                "{name}: mean {mean} (n = {n})"
+            );
+            assert!(
+                (std - want_std).abs() < 4.0 * want_std / (2.0 * (n - 1.0)).sqrt(),
+                "{name}: std {std} (n = {n})"
+            );
+            seen += 1;
+        }
+        // G: label_emb, 5 convolutions, 4 γ; D: 5 convolutions, 3 γ.
+        assert_eq!(seen, 1 + 5 + 4 + 5 + 3);
+    }
 }

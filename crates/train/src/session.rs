@@ -799,6 +799,14 @@ pub fn inspect(run_dir: &Path) -> Result<String> {
     match checkpoint::read_state(&fin) {
         Ok(st) => {
             let _ = writeln!(s, "final      {} (step {})", fin.display(), st.step);
+            if st.networks.iter().any(|n| n == gan::EMA_NETWORK) {
+                let _ = writeln!(
+                    s,
+                    "weights    {}: sample, eval and latent use the generator's weight average ({}); --raw the trained generator",
+                    st.networks.join(", "),
+                    gan::EMA_NETWORK
+                );
+            }
         }
         Err(_) => {
             let _ = writeln!(s, "final      (not yet: the run has not finished)");
