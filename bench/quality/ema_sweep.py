@@ -48,7 +48,7 @@ def schedules():
     def const(beta):
         return lambda a, b: beta ** (b - a)
 
-    out = {f"tf-{d}": (tf(d), False) for d in (0.99, 0.999, 0.9995)}
+    out = {f"tf-{d}": (tf(d), False) for d in (0.95, 0.98, 0.99, 0.995, 0.999)}
     out.update({f"const-{b}-bias-corrected": (const(b), True) for b in (0.998, 0.999, 0.9995)})
     return out
 
