@@ -187,14 +187,9 @@ struct Loaded {
 }
 
 /// Opens the bank of `run`, fetches `ids`, and loads the model they were drawn for (or `model`).
-fn load(
-    run: &Path,
-    ids: &[u64],
-    model: Option<&Path>,
-    device: &str,
-    raw: bool,
-) -> anyhow::Result<Loaded> {
-    let device = easel_train::device::parse_device(device)?;
+fn load(run: &Path, ids: &[u64], common: &Common) -> anyhow::Result<Loaded> {
+    let (model, raw) = (common.model.as_deref(), common.raw);
+    let device = easel_train::device::parse_device(&common.device)?;
     let bank = ZBank::open(run)?;
     let entries = bank.get(ids)?;
     let model = match model {
@@ -308,13 +303,7 @@ pub fn run(args: LatentArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             let all: Vec<u64> = from.iter().chain(&to).copied().collect();
-            let l = load(
-                &run,
-                &all,
-                common.model.as_deref(),
-                &common.device,
-                common.raw,
-            )?;
+            let l = load(&run, &all, &common)?;
             let r = Renderer::new(l.generator.as_ref(), l.mode, &l.device);
             let lat: Vec<Latent> = l.entries.into_iter().map(Latent::from).collect();
             let n = from.len();
@@ -365,13 +354,7 @@ pub fn run(args: LatentArgs) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let all: Vec<u64> = groups.iter().flat_map(|(_, g)| g.clone()).collect();
-            let l = load(
-                &run,
-                &all,
-                common.model.as_deref(),
-                &common.device,
-                common.raw,
-            )?;
+            let l = load(&run, &all, &common)?;
             let r = Renderer::new(l.generator.as_ref(), l.mode, &l.device);
             let mut lat = l.entries.into_iter().map(Latent::from);
             let terms: Vec<Term> = groups
@@ -426,13 +409,7 @@ pub fn run(args: LatentArgs) -> anyhow::Result<ExitCode> {
                 .chain(&apply.0)
                 .copied()
                 .collect();
-            let l = load(
-                &run,
-                &all,
-                common.model.as_deref(),
-                &common.device,
-                common.raw,
-            )?;
+            let l = load(&run, &all, &common)?;
             let r = Renderer::new(l.generator.as_ref(), l.mode, &l.device);
             let lat: Vec<Latent> = l.entries.into_iter().map(Latent::from).collect();
             let (np, nn) = (pos.0.len(), neg.0.len());
@@ -469,13 +446,7 @@ pub fn run(args: LatentArgs) -> anyhow::Result<ExitCode> {
             classes,
             common,
         } => {
-            let l = load(
-                &run,
-                &ids.0,
-                common.model.as_deref(),
-                &common.device,
-                common.raw,
-            )?;
+            let l = load(&run, &ids.0, &common)?;
             let k = l.generator.num_classes();
             if k == 0 {
                 bail!(
