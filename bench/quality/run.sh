@@ -3,7 +3,8 @@
 # seeds, score both with the same `easel eval` (the easel MNIST classifier's features, 10 000
 # samples against the 10 000 MNIST test digits zero-padded to 32 px), and print the table rows.
 #
-# Usage: bench/quality/run.sh KIND [SEEDS...]      (KIND: dcgan cgan sngan wgan wgan-gp lapgan)
+# Usage: bench/quality/run.sh KIND [SEEDS...]      (KIND: dcgan cgan sngan wgan wgan-gp lapgan
+#                                                   quickstart)
 #        bench/quality/run.sh table                 (rows of every KIND scored so far)
 # Environment:
 #   OUT             where runs and reports go (default runs/quality)
@@ -15,6 +16,10 @@
 #                   a 2-core machine: one easel, one PyTorch: STAGE=easel / STAGE=ref)
 #   STAGE           easel | ref | eval | all (default all)
 # Every stage skips what is already done, so it can be re-run after an interruption.
+# quickstart: the embedded shapes (no MNIST needed). The reference trains on the same images, written
+# by `easel export-data` per seed (the shapes set is keyed by the run's seed); FID uses a shapes
+# classifier (recipes/classifier-shapes.toml on the quick start's shapes, 48 kind × colour classes)
+# and the seed's test split as the real set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KIND=${1:?usage: bench/quality/run.sh KIND [SEEDS...] | table}
@@ -30,7 +35,9 @@ mkdir -p "$OUT"
 if [[ "$KIND" == table ]]; then
   exec python3 bench/quality/table.py "$OUT"
 fi
-[[ -d "$MNIST" ]] || { echo "no MNIST idx files at $MNIST (set MNIST=DIR)" >&2; exit 1; }
+if [[ "$KIND" != quickstart ]]; then
+  [[ -d "$MNIST" ]] || { echo "no MNIST idx files at $MNIST (set MNIST=DIR)" >&2; exit 1; }
+fi
 E="$OUT/easel"
 [[ -x "$E" ]] || cp "${EASEL_BIN:-target/release/easel}" "$E"
 
@@ -41,30 +48,48 @@ case "$KIND" in
   wgan)    recipe=recipes/wgan-mnist.toml;    ref=(bench/quality/gan.py --kind wgan --steps 1500) ;;
   wgan-gp) recipe=recipes/wgan-gp-mnist.toml; ref=(bench/quality/gan.py --kind wgan-gp --steps 1500) ;;
   lapgan)  recipe=recipes/lapgan-mnist.toml;  ref=(bench/quality/lapgan.py --steps 3000) ;;
+  quickstart) recipe=recipes/quickstart.toml
+     ref=(bench/quality/gan.py --kind dcgan --steps 4000 --source folder --image-size 32 --pad 0
+          --channels 3 --nz 64 --ngf 64 --ndf 32) ;;
   *) echo "unknown KIND $KIND" >&2; exit 1 ;;
 esac
 CLS="$OUT/classifier-mnist32"
+data=(--set data.dir="$MNIST")
+if [[ "$KIND" == quickstart ]]; then
+  CLS="$OUT/classifier-shapes-quickstart"
+  data=()
+fi
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 if [[ "$STAGE" == all || "$STAGE" == easel ]]; then
   if [[ ! -f "$CLS/final/state.json" ]]; then
     echo "== classifier (the FID extractor): $(date -u +%FT%TZ), load $(load)"
-    RAYON_NUM_THREADS=$THREADS "$E" train recipes/classifier-mnist.toml --set data.dir="$MNIST" --run-dir "$CLS" -q
+    if [[ "$KIND" == quickstart ]]; then
+      RAYON_NUM_THREADS=$THREADS "$E" train recipes/classifier-shapes.toml \
+        --set 'data.shapes.size=[0.26, 0.34]' --run-dir "$CLS" -q
+    else
+      RAYON_NUM_THREADS=$THREADS "$E" train recipes/classifier-mnist.toml "${data[@]}" --run-dir "$CLS" -q
+    fi
   fi
   for s in "${SEEDS[@]}"; do
     r="$OUT/easel-$KIND-s$s"
     [[ -f "$r/final/state.json" ]] && continue
     rm -rf "$r"
     echo "== easel $KIND seed $s: $(date -u +%FT%TZ), load $(load)"
-    RAYON_NUM_THREADS=$THREADS "$E" train "$recipe" --set data.dir="$MNIST" --set seed="$s" --run-dir "$r" -q
+    RAYON_NUM_THREADS=$THREADS "$E" train "$recipe" "${data[@]}" --set seed="$s" --run-dir "$r" -q
   done
 fi
 if [[ "$STAGE" == all || "$STAGE" == ref ]]; then
   for s in "${SEEDS[@]}"; do
     r="$OUT/ref-$KIND-s$s"
     [[ -f "$r/meta.json" ]] && continue
+    src=$MNIST
+    if [[ "$KIND" == quickstart ]]; then
+      src="$OUT/shapes-s$s"  # the images easel trains on with this seed
+      [[ -d "$src" ]] || "$E" export-data "$recipe" --set seed="$s" --out "$src" -q
+    fi
     echo "== PyTorch $KIND seed $s: $(date -u +%FT%TZ), load $(load)"
-    "$PY" "${ref[@]}" --data "$MNIST" --out "$r" --seed "$s" --threads "$THREADS" > "$r.log" 2>&1
+    "$PY" "${ref[@]}" --data "$src" --out "$r" --seed "$s" --threads "$THREADS" > "$r.log" 2>&1
   done
 fi
 if [[ "$STAGE" == all || "$STAGE" == eval ]]; then
@@ -75,13 +100,17 @@ if [[ "$STAGE" == all || "$STAGE" == eval ]]; then
     RAYON_NUM_THREADS=2 "$E" eval "$target" --extractor "classifier:$CLS" --metrics $metrics \
       --n 10000 --device cpu -q --out "$report" --cache-dir "$OUT/cache" "$@" > /dev/null
   }
-  against=(--against "$recipe" --set data.dir="$MNIST" --set data.split=test)
+  testset=(--set data.split=test)
+  # shapes: 10 000 test images (the recipe's split has 2 000), of the seed's own set (below)
+  [[ "$KIND" == quickstart ]] && testset+=(--set data.shapes.test_count=10000)
   for s in "${SEEDS[@]}"; do
+    against=(--against "$recipe" "${data[@]}" "${testset[@]}")
+    [[ "$KIND" == quickstart ]] && against+=(--set seed="$s")
     r="$OUT/easel-$KIND-s$s"
     if [[ -f "$r/final/state.json" ]]; then
-      score "$r" "$r/quality.json" --set data.split=test
+      score "$r" "$r/quality.json" "${testset[@]}"
       if [[ -f "$r/final/generator_ema.safetensors" ]]; then
-        score "$r" "$r/quality-raw.json" --set data.split=test --raw
+        score "$r" "$r/quality-raw.json" "${testset[@]}" --raw
       fi
       # The trained generator sampled with batch statistics (sample_bn = "batch"), as
       # pytorch/examples shows its samples: a copy of final/ with that one key changed.
@@ -92,7 +121,7 @@ if [[ "$STAGE" == all || "$STAGE" == eval ]]; then
         sed 's/^sample_bn = "eval"/sample_bn = "batch"/' "$r/final/recipe.toml" > "$b.tmp/recipe.toml"
         mv "$b.tmp" "$b"
       fi
-      [[ -d "$b" ]] && score "$b" "$r/quality-batch.json" --set data.split=test
+      [[ -d "$b" ]] && score "$b" "$r/quality-batch.json" "${testset[@]}"
     fi
     q="$OUT/ref-$KIND-s$s"
     if [[ -f "$q/meta.json" ]]; then

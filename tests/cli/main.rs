@@ -3,6 +3,7 @@
 mod common;
 mod errors;
 mod eval;
+mod export;
 mod family;
 mod latent;
 mod runs;

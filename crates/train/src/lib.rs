@@ -7,6 +7,7 @@
 //! - [`checkpoint`]: atomic checkpoint directories.
 //! - [`steps`]: one training step per model family (GANs, LAPGAN, the domain classifier).
 //! - [`eval`]: `easel eval` and the metrics measured during training (`[eval]`).
+//! - [`export`]: a recipe's training images as a folder of PNGs (`easel export-data`).
 //! - [`session`]: what the CLI's commands do with run directories.
 //!
 //! Only this crate and the CLI know about files, recipes and run directories; models see a
@@ -19,6 +20,7 @@ pub mod double_backward;
 pub mod ema;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fit;
 pub mod grid;
 pub mod lbfgs;
