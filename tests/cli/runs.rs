@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{easel, easel_err, easel_ok, losses, s};
+use crate::common::{easel, easel_err, easel_ok, losses, root, s};
 
 #[test]
 fn same_seed_same_losses_and_different_seed_differs() {
@@ -234,17 +234,56 @@ fn nan_loss_stops_with_a_message_and_keeps_the_checkpoint() {
         std::fs::read(run.join("checkpoints/step-00000002/generator.safetensors")).unwrap(),
         good
     );
-    let out = easel_ok(&[
-        "sample",
-        s(&run.join("checkpoints/step-00000002")),
-        "--n",
-        "4",
-        "--device",
-        "cpu",
-        "--out",
-        s(&d.path().join("x.png")),
-    ]);
-    assert!(out.contains("wrote"), "{out}");
+    let mut checkpoints: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .collect();
+    checkpoints.sort();
+    assert!(!checkpoints.is_empty());
+    for (i, ck) in checkpoints.iter().enumerate() {
+        let mut files = 0;
+        for f in std::fs::read_dir(ck).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|x| x == "safetensors") {
+                files += 1;
+                for (name, t) in candle_core::safetensors::load(&f, &candle_core::Device::Cpu)
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+                {
+                    let v = t
+                        .to_dtype(candle_core::DType::F64)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap();
+                    assert!(
+                        v.iter().all(|x| x.is_finite()),
+                        "{}: {name} is not finite",
+                        f.display()
+                    );
+                }
+            }
+        }
+        assert!(files >= 2, "{}: {files} weight files", ck.display());
+        let png = d.path().join(format!("x{i}.png"));
+        let out = easel_ok(&[
+            "sample",
+            s(ck),
+            "--n",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            s(&png),
+        ]);
+        assert!(out.contains("wrote") && png.exists(), "{out}");
+    }
 }
 
 #[test]
@@ -361,5 +400,19 @@ fn inspect_describes_the_run() {
         e.contains("already exists") && e.contains("easel resume"),
         "{e}"
     );
-    let _ = easel(&["recipes"]);
+    // `easel recipes` lists every recipe with the description its file gives.
+    let out = easel_ok(&["recipes"]);
+    for name in ["quickstart", "dcgan-mnist", "cgan-mnist"] {
+        let text = std::fs::read_to_string(root().join(format!("recipes/{name}.toml"))).unwrap();
+        let desc = text
+            .lines()
+            .find_map(|l| l.strip_prefix("description = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap();
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("{name}.toml")) && l.ends_with(desc)),
+            "{name}: {desc}\n{out}"
+        );
+    }
 }

@@ -73,10 +73,19 @@ fn run_events_read_back() {
             let img = &v["images"]["samples"][0];
             assert!(img.is_array(), "{v}");
         }
+        // Only a missing package may skip: no python (the command cannot start) or no
+        // `tensorboard` module (the script exits with 3). Any other failure of TensorBoard's
+        // reader on our events fails the test.
+        Ok(o) if o.status.code() != Some(3) => panic!(
+            "TensorBoard could not read the events ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
         other => {
             let why = match other {
                 Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                Err(e) => e.to_string(),
+                Err(e) => format!("{python}: {e}"),
             };
             assert!(!required, "EASEL_REQUIRE_TENSORBOARD=1 but {python} cannot read the events with TensorBoard: {why}");
             println!("SKIPPED the TensorBoard half: tensorboard python package not available (pip install tensorboard): {why}");

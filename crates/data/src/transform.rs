@@ -307,18 +307,24 @@ mod tests {
             }
         }
         assert_eq!(seen, [true, true]);
-        // Native-scale crops are windows of the original pixels: with a 1×1 window of the 4×2
-        // image, every value is one of the 8 pixels, and all 8 positions occur.
+        // Native-scale crops are windows of the original pixels: with a 1×1 window of a 4×2
+        // image whose 8 pixels all differ, every value is one of them, and all 8 positions occur.
+        let distinct = [0u8, 100, 200, 255, 30, 130, 230, 60];
+        let img8 = RawImage {
+            data: &distinct,
+            ..img
+        };
         let mut hits = std::collections::HashSet::new();
         for seed in 0..200 {
-            let v = prepare(img, 1, 1, Crop::RandomNative, seed)[0];
-            let p = data
+            let v = prepare(img8, 1, 1, Crop::RandomNative, seed)[0];
+            assert_eq!(v, prepare(img8, 1, 1, Crop::RandomNative, seed)[0]);
+            let p = distinct
                 .iter()
                 .position(|&d| (normalize(d as f32) - v).abs() < 1e-6)
                 .expect("a native crop is an original pixel");
-            hits.insert((p % 4, data[p]));
+            hits.insert(p);
         }
-        assert_eq!(hits.len(), 4, "every column reached: {hits:?}");
+        assert_eq!(hits.len(), 8, "every position reached: {hits:?}");
         // A 2×2 window keeps the pixels as they are (no resampling).
         let w = prepare(img, 2, 1, Crop::RandomNative, 5);
         let x0 = (0..3)

@@ -634,11 +634,21 @@ pub fn upscale(req: &UpscaleRequest) -> Result<(Vec<PathBuf>, Vec<UpscaleScore>)
 mod tests {
     use super::*;
 
-    /// A residual network starts as exactly bicubic upsampling (its last convolution is zero),
-    /// and its gradient still reaches every layer once that convolution moves.
+    /// A residual network starts as exactly bicubic upsampling (its last convolution is zero):
+    /// at first only that convolution receives a gradient (everything before it is multiplied by
+    /// its zero weights), and once it moves the gradient reaches every layer; `add_bicubic` adds
+    /// exactly the bicubic image to a non-zero output too.
     #[test]
     fn residual_network_starts_at_bicubic() {
         let dev = Device::Cpu;
+        let max_abs = |t: &Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
         for arch in [Arch::Johnson, Arch::Srresnet] {
             let cfg = Config {
                 arch,
@@ -650,20 +660,60 @@ mod tests {
             let store = ParamStore::new(&dev, 3);
             let net = SrNet::new(&cfg, store.var_builder()).unwrap();
             let lr = Tensor::rand(-1f32, 1., (2, 3, 7, 9), &dev).unwrap();
-            let out = net.upscale(&lr, BnMode::Eval).unwrap();
-            assert_eq!(out.dims(), [2, 3, 28, 36]);
-            let zero = out
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert_eq!(zero, 0.0, "{arch:?}: untrained residual is not 0");
-            let sr = add_bicubic(&net, &lr, out).unwrap();
+            let target = Tensor::rand(-1f32, 1., (2, 3, 28, 36), &dev).unwrap();
             let bic = bicubic_resize(&lr, 28, 36).unwrap();
-            let d = (sr - bic).unwrap().abs().unwrap().max_all().unwrap();
-            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+            let out = net.upscale(&lr, BnMode::Train).unwrap();
+            assert_eq!(out.dims(), [2, 3, 28, 36]);
+            assert_eq!(max_abs(&out), 0.0, "{arch:?}: untrained residual is not 0");
+            let loss = |net: &SrNet| {
+                let out = net.upscale(&lr, BnMode::Train).unwrap();
+                let sr = add_bicubic(net, &lr, out.clone()).unwrap();
+                // sr = out + bicubic, exactly (checked while out is zero and once it is not).
+                assert_eq!(max_abs(&(&sr - (&out + &bic).unwrap()).unwrap()), 0.0);
+                (sr - &target).unwrap().sqr().unwrap().sum_all().unwrap()
+            };
+            let vars = store.trainable();
+            // The zero-initialised layer: its weight is all zeros (batch-norm β is zero too, but
+            // it sits before that layer), and its bias with it.
+            let layers: Vec<&str> = vars
+                .iter()
+                .filter(|(k, v)| k.ends_with(".weight") && max_abs(v.as_tensor()) == 0.0)
+                .map(|(k, _)| k.trim_end_matches("weight"))
+                .collect();
+            assert_eq!(
+                layers.len(),
+                1,
+                "{arch:?}: zero-initialised layers {layers:?}"
+            );
+            let zero: Vec<&str> = vars
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| k.starts_with(layers[0]))
+                .collect();
+            let grads = loss(&net).backward().unwrap();
+            let grad = |v: &candle_core::Var, g: &candle_core::backprop::GradStore| {
+                g.get(v.as_tensor()).map_or(0.0, max_abs)
+            };
+            for (k, v) in &vars {
+                let g = grad(v, &grads);
+                if zero.contains(&k.as_str()) {
+                    assert!(g > 0.0, "{arch:?}: the zero layer {k} gets no gradient");
+                } else {
+                    assert_eq!(g, 0.0, "{arch:?}: {k} has a gradient through zero weights");
+                }
+            }
+            // Move the zero layer: every trainable tensor now receives a gradient.
+            for (k, v) in &vars {
+                if zero.contains(&k.as_str()) {
+                    let t = Tensor::randn(0f32, 0.1, v.dims(), &dev).unwrap();
+                    v.set(&t).unwrap();
+                }
+            }
+            assert!(max_abs(&net.upscale(&lr, BnMode::Train).unwrap()) > 0.0);
+            let grads = loss(&net).backward().unwrap();
+            for (k, v) in &vars {
+                assert!(grad(v, &grads) > 0.0, "{arch:?}: {k} gets no gradient");
+            }
             // Not residual: add_bicubic passes the output through unchanged.
             let plain = SrNet::new(
                 &Config {
@@ -674,18 +724,9 @@ mod tests {
             )
             .unwrap();
             let y = plain.upscale(&lr, BnMode::Eval).unwrap();
+            assert!(max_abs(&y) > 0.0);
             let y2 = add_bicubic(&plain, &lr, y.clone()).unwrap();
-            assert_eq!(
-                (y - y2)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap(),
-                0.0
-            );
+            assert_eq!(max_abs(&(y - y2).unwrap()), 0.0);
         }
     }
 
