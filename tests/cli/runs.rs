@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{easel, easel_err, easel_ok, losses, root, s};
+use crate::common::{easel_err, easel_ok, losses, root, s};
 
 #[test]
 fn same_seed_same_losses_and_different_seed_differs() {
