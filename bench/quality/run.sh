@@ -105,7 +105,7 @@ if [[ "$STAGE" == all || "$STAGE" == eval ]]; then
   [[ "$KIND" == quickstart ]] && testset+=(--set data.shapes.test_count=10000)
   for s in "${SEEDS[@]}"; do
     against=(--against "$recipe" "${data[@]}" "${testset[@]}")
-    [[ "$KIND" == quickstart ]] && against+=(--set seed="$s")
+    [[ "$KIND" == quickstart ]] && against+=(--set data.shapes.seed="$s")
     r="$OUT/easel-$KIND-s$s"
     if [[ -f "$r/final/state.json" ]]; then
       score "$r" "$r/quality.json" "${testset[@]}"
