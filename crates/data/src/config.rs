@@ -253,7 +253,7 @@ pub struct ShapesConfig {
     /// What the label of an image is: `"kind"` (default: 6 shape kinds), `"color"` (8 fill
     /// colours) or `"kind_color"` (48 classes such as `blue-circle`, for an attribute
     /// classifier that checks latent arithmetic).
-    pub label: crate::shapes::ShapesLabel,
+    pub label: ShapesLabel,
     /// Smallest and largest nominal radius, as fractions of the image side. Default
     /// `[0.18, 0.30]` (shapes 12–19 px across at 32×32, anywhere in the frame); larger shapes,
     /// e.g. `[0.26, 0.34]`, leave less room to move and show their outlines at more pixels,
@@ -268,8 +268,8 @@ impl Default for ShapesConfig {
             test_count: 2_000,
             seed: None,
             supersample: 4,
-            label: crate::shapes::ShapesLabel::Kind,
-            size: [crate::shapes::SIZE_RANGE.0, crate::shapes::SIZE_RANGE.1],
+            label: ShapesLabel::Kind,
+            size: [SIZE_RANGE.0, SIZE_RANGE.1],
         }
     }
 }
@@ -320,3 +320,22 @@ impl Default for HubConfig {
         }
     }
 }
+
+/// What the label of a shapes sample is (`data.shapes.label`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapesLabel {
+    /// The shape kind: index in [`ShapeKind::ALL`](crate::shapes::ShapeKind::ALL) (6 classes).
+    /// The default.
+    #[default]
+    Kind,
+    /// The fill colour: index in [`Colour::ALL`](crate::shapes::Colour::ALL) (8 classes).
+    Color,
+    /// Kind and colour: `kind · 8 + colour` (48 classes, named `blue-circle`, …), so a
+    /// classifier can tell "blue circle" from "red circle" and "blue square".
+    KindColor,
+}
+
+/// Smallest and largest sampled size of a shape (`ShapeAttrs::size`, a fraction of the side):
+/// the default of `data.shapes.size`.
+pub const SIZE_RANGE: (f32, f32) = (0.18, 0.30);

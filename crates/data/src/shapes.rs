@@ -12,6 +12,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use crate::config::{ShapesLabel, SIZE_RANGE};
+
 use crate::config::{Crop, ShapesConfig, Split};
 use crate::rng;
 use crate::transform::{self, RawImage};
@@ -134,20 +136,6 @@ impl Colour {
     }
 }
 
-/// What the label of a shapes sample is (`data.shapes.label`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShapesLabel {
-    /// The shape kind: index in [`ShapeKind::ALL`] (6 classes). The default.
-    #[default]
-    Kind,
-    /// The fill colour: index in [`Colour::ALL`] (8 classes).
-    Color,
-    /// Kind and colour: `kind · 8 + colour` (48 classes, named `blue-circle`, …), so a
-    /// classifier can tell "blue circle" from "red circle" and "blue square".
-    KindColor,
-}
-
 impl ShapesLabel {
     /// Number of classes.
     pub fn num_classes(self) -> usize {
@@ -206,9 +194,6 @@ pub struct ShapeAttrs {
     /// Plain background colour (dark, lightly varied from image to image).
     pub background: [u8; 3],
 }
-
-/// Smallest and largest sampled [`ShapeAttrs::size`].
-pub const SIZE_RANGE: (f32, f32) = (0.18, 0.30);
 
 /// How far (in units of `size`) the largest kind reaches from its centre;
 /// positions keep the whole shape plus a small margin inside the image.
