@@ -5,8 +5,9 @@ Usage: scripts/import_graph.py [--crate NAME]... [--dot] [--fail-on-cycle]
 
 A node is a source file's module (`lib.rs` → the crate root, `a.rs` / `a/mod.rs` → `a`,
 `a/b.rs` → `a::b`; inline `mod x { … }` blocks belong to their file). An edge m → n means m's
-non-test code names an item of n through a `crate::`, `super::` or `self::` path (in `use`
-declarations, brace groups expanded, or inline). Paths through the crate root's `pub use`
+non-test code names an item of n through a `crate::`, `super::` or `self::` path, or a path
+into one of m's own child modules (`child::item`), in `use` declarations (brace groups
+expanded) or inline. Paths through the crate root's `pub use`
 re-exports resolve to the module that defines the item. Re-exports themselves (`pub use` in a
 parent) are not edges: they are how a parent publishes a child, not a dependency of its code.
 `#[cfg(test)]` modules are skipped: tests may reach anywhere.
@@ -121,8 +122,10 @@ def expand_use(tree):
     return [p for part in parts if part for p in expand_use(prefix + part)]
 
 
-def absolute(path, here):
-    """A `crate::`/`super::`/`self::` path as a list of segments from the crate root."""
+def absolute(path, here, inline=0):
+    """A `crate::`/`super::`/`self::` path as a list of segments from the crate root. `inline` is
+    how many inline `mod x { … }` blocks of the file the path sits in: their `super` is still
+    the file's module."""
     segs = [s for s in path.split("::") if s]
     base = here.split("::") if here else []
     if segs[0] == "crate":
@@ -131,9 +134,27 @@ def absolute(path, here):
     # In `a/b.rs` (module a::b) `super` is `a`; in `a/mod.rs` (module a) it is the root.
     while segs and segs[0] in ("self", "super"):
         if segs[0] == "super":
-            cur = cur[:-1]
+            if inline:
+                inline -= 1
+            else:
+                cur = cur[:-1]
         segs = segs[1:]
     return cur + segs
+
+
+def inline_spans(text):
+    """(start, end) of every inline `mod x { … }` block."""
+    spans = []
+    for m in re.finditer(r"\bmod\s+\w+\s*\{", text):
+        depth, k = 0, m.end() - 1
+        while k < len(text):
+            depth += text[k] == "{"
+            depth -= text[k] == "}"
+            k += 1
+            if depth == 0:
+                break
+        spans.append((m.start(), k))
+    return spans
 
 
 def resolve(segs, mods, reexports):
@@ -161,16 +182,29 @@ def graph(crate_dir):
                 reexports[segs[-1]] = target
     edges = {m: set() for m in mods}
     for m, text in texts.items():
-        paths = []
-        for vis, tree in re.findall(r"(pub(?:\([^)]*\))?\s+)?use\s+([^;]+);", text):
+        spans = inline_spans(text)
+        depth = lambda pos: sum(a <= pos < b for a, b in spans)
+        paths = []  # (path, inline depth)
+        for u in re.finditer(r"(pub(?:\([^)]*\))?\s+)?use\s+([^;]+);", text):
+            vis, tree = u.group(1) or "", u.group(2)
             if vis.strip() == "pub":
                 continue  # a re-export
-            paths += [p for p in expand_use(tree) if p.startswith(("crate::", "super::", "self::"))]
-        body = re.sub(r"(pub(?:\([^)]*\))?\s+)?use\s+[^;]+;", "", text)
-        paths += re.findall(r"\b(?:crate|super|self)(?:::\w+)+", body)
-        for p in paths:
-            segs = absolute(p, m)
-            t = resolve(segs, mods, reexports)
+            d = depth(u.start())
+            for p in expand_use(tree):
+                if p.startswith(("crate::", "super::", "self::")):
+                    paths.append((p, d))
+                elif "::" in p and (f"{m}::" if m else "") + p.split("::")[0] in mods:
+                    # `child::item`: a path relative to this module, into one of its children
+                    paths.append(("self::" + p, d))
+        body = re.sub(r"(pub(?:\([^)]*\))?\s+)?use\s+[^;]+;", lambda x: " " * len(x.group(0)), text)
+        for x in re.finditer(r"(?<![:\w])([a-z_][a-z0-9_]*)((?:::\w+)+)", body):
+            head, rest = x.group(1), x.group(2)
+            if head in ("crate", "super", "self"):
+                paths.append((head + rest, depth(x.start())))
+            elif (f"{m}::" if m else "") + head in mods:
+                paths.append(("self::" + head + rest, depth(x.start())))
+        for p, d in paths:
+            t = resolve(absolute(p, m, d), mods, reexports)
             if t is not None and t != m and t != "":
                 edges[m].add(t)
     return mods, edges

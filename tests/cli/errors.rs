@@ -227,7 +227,7 @@ fn tiny_mnist_and_image_folder_recipes_run_end_to_end() {
     std::fs::create_dir_all(&folder).unwrap();
     for i in 0..12u8 {
         let img = image::RgbImage::from_fn(20 + i as u32, 24, |x, y| {
-            image::Rgb([x as u8 * 10, y as u8 * 10, i * 20])
+            image::Rgb([(x * 10 % 256) as u8, y as u8 * 10, i * 20])
         });
         img.save(folder.join(format!("{i:02}.png"))).unwrap();
     }

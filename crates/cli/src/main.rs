@@ -63,9 +63,9 @@ enum Command {
         quiet: bool,
     },
     /// Write a recipe's training images (after its resize/crop/pad) to a folder of PNGs, one
-    /// subfolder per class when labelled (ImageFolder layout), e.g. to train another tool on them.
+    /// subfolder per class when labelled (`ImageFolder` layout), e.g. to train another tool on them.
     ExportData {
-        /// Recipe file; its [data] table and seed choose the images (shapes: the run's set).
+        /// Recipe file; its `[data]` table and seed choose the images (shapes: the run's set).
         recipe: PathBuf,
         /// New (or empty) folder to write.
         #[arg(long)]

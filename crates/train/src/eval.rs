@@ -48,22 +48,20 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub use crate::recipe::metric::{
+    ExtractorSpec, Metric, INCEPTION_DIR, INCEPTION_ENV, INCEPTION_FILE,
+};
+pub use crate::recipe::validate_config;
+
 use crate::checkpoint;
 use crate::error::{IoContext, Result, TrainError};
 use crate::fit::{self, layout, BestMetric, TrainStep};
 use crate::grid;
+use crate::recipe::metric::VGG_HOW;
 use crate::recipe::{EvalConfig, ModelRecipe, Recipe};
 use crate::rng::{derive_seed, StepRng};
 use crate::session;
 
-/// File name of pytorch-fid's Inception weights converted to safetensors.
-pub const INCEPTION_FILE: &str = "pt_inception-2015-12-05.safetensors";
-/// Where `inception` looks for [`INCEPTION_FILE`] (relative to the working directory).
-pub const INCEPTION_DIR: &str = "data/weights";
-/// Environment variable naming the Inception weights file (overrides [`INCEPTION_DIR`]).
-pub const INCEPTION_ENV: &str = "EASEL_INCEPTION_WEIGHTS";
-/// How to get VGG weights for `--extractor vgg:PATH`.
-const VGG_HOW: &str = "convert torchvision's VGG19 with `safetensors.torch.save_file(torchvision.models.vgg19(weights=\"IMAGENET1K_V1\").state_dict(), \"vgg19.safetensors\")` (timm's vgg19.tv_in1k and Keras' VGG19 names work too)";
 /// Default cache of reference statistics for image folders and `--against` data, relative to the
 /// working directory (run directories cache under `<run>/eval/cache/`).
 pub const DEFAULT_CACHE_DIR: &str = "data/.cache/metrics";
@@ -71,218 +69,6 @@ pub const DEFAULT_CACHE_DIR: &str = "data/.cache/metrics";
 pub const DEFAULT_N_REF: usize = 50_000;
 /// Seed of the reference subset (fixed, so cached statistics stay valid across evaluations).
 const REFERENCE_SEED: u64 = 0x5245_4653;
-
-/// A metric `easel eval` and `[eval]` can compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    /// Fréchet distance of feature Gaussians (FID with Inception).
-    Fid,
-    /// Kernel Inception Distance (unbiased polynomial MMD²).
-    Kid,
-    /// Inception-style score of the class logits.
-    Is,
-    /// Improved precision and recall (k = 3).
-    Pr,
-    /// Sliced Wasserstein distance of Laplacian-pyramid patches.
-    Swd,
-    /// Nearest-neighbour overfitting check against the training set, calibrated by the test set.
-    Nn,
-    /// Diversity: mean pairwise feature distance.
-    Div,
-    /// Mode coverage of the classifier's argmax.
-    Modes,
-}
-
-impl Metric {
-    /// Every metric, in display order.
-    pub const ALL: [Metric; 8] = [
-        Metric::Fid,
-        Metric::Kid,
-        Metric::Is,
-        Metric::Pr,
-        Metric::Swd,
-        Metric::Nn,
-        Metric::Div,
-        Metric::Modes,
-    ];
-
-    /// The name used on the command line and in recipes.
-    pub fn key(self) -> &'static str {
-        match self {
-            Metric::Fid => "fid",
-            Metric::Kid => "kid",
-            Metric::Is => "is",
-            Metric::Pr => "pr",
-            Metric::Swd => "swd",
-            Metric::Nn => "nn",
-            Metric::Div => "div",
-            Metric::Modes => "modes",
-        }
-    }
-
-    /// Parses one name.
-    pub fn parse(s: &str) -> std::result::Result<Metric, String> {
-        let t = s.trim().to_ascii_lowercase();
-        Metric::ALL
-            .into_iter()
-            .find(|m| m.key() == t)
-            .ok_or_else(|| {
-                format!(
-                    "unknown metric `{s}` (available: {})",
-                    Metric::ALL.map(Metric::key).join(", ")
-                )
-            })
-    }
-
-    /// Parses a comma-separated list (`fid,kid,pr`), dropping repeats.
-    pub fn parse_list(s: &str) -> std::result::Result<Vec<Metric>, String> {
-        let mut out = Vec::new();
-        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let m = Metric::parse(part)?;
-            if !out.contains(&m) {
-                out.push(m);
-            }
-        }
-        if out.is_empty() {
-            return Err("no metrics given (e.g. --metrics fid,kid,pr)".into());
-        }
-        Ok(out)
-    }
-
-    /// Whether the metric needs class logits (an extractor that is a classifier).
-    pub fn needs_logits(self) -> bool {
-        matches!(self, Metric::Is | Metric::Modes)
-    }
-
-    /// The metric as a `best/` criterion: FID, KID and SWD lower is better, IS higher; the
-    /// others have no single direction.
-    pub fn best(self) -> Option<BestMetric> {
-        let lower = match self {
-            Metric::Fid | Metric::Kid | Metric::Swd => true,
-            Metric::Is => false,
-            _ => return None,
-        };
-        Some(BestMetric {
-            name: self.key().to_string(),
-            lower_is_better: lower,
-        })
-    }
-}
-
-impl std::fmt::Display for Metric {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.key())
-    }
-}
-
-/// Which network maps images to features.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExtractorSpec {
-    /// pytorch-fid's Inception-v3; the weights file, or `None` to look in the usual places.
-    Inception(Option<PathBuf>),
-    /// An easel classifier: a run directory, its `final/` or a checkpoint folder.
-    Classifier(PathBuf),
-    /// VGG16/VGG19 convolutions from a safetensors file (torchvision or Keras names): 512-d
-    /// `relu5_x` features averaged over positions at 224×224 ([`VggExtractor`]).
-    Vgg(PathBuf),
-    /// The flattened pixels.
-    Pixels,
-}
-
-impl std::str::FromStr for ExtractorSpec {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let s = s.trim();
-        let (head, rest) = match s.split_once(':') {
-            Some((h, r)) => (h, Some(r)),
-            None => (s, None),
-        };
-        match (head, rest) {
-            ("inception", None) => Ok(ExtractorSpec::Inception(None)),
-            ("inception", Some(p)) if !p.is_empty() => {
-                Ok(ExtractorSpec::Inception(Some(PathBuf::from(p))))
-            }
-            ("classifier", Some(p)) if !p.is_empty() => {
-                Ok(ExtractorSpec::Classifier(PathBuf::from(p)))
-            }
-            ("classifier", _) => Err(
-                "`classifier` needs the classifier's run: classifier:RUN_DIR (train one with `easel train recipes/classifier-mnist.toml`)"
-                    .into(),
-            ),
-            ("vgg", Some(p)) if !p.is_empty() => Ok(ExtractorSpec::Vgg(PathBuf::from(p))),
-            ("vgg", _) => Err(format!("`vgg` needs its weights file: vgg:WEIGHTS.safetensors ({VGG_HOW})")),
-            ("pixels", None) => Ok(ExtractorSpec::Pixels),
-            _ => Err(format!(
-                "unknown extractor `{s}` (expected inception, inception:WEIGHTS.safetensors, classifier:RUN_DIR, vgg:WEIGHTS.safetensors or pixels)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for ExtractorSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExtractorSpec::Inception(None) => f.write_str("inception"),
-            ExtractorSpec::Inception(Some(p)) => write!(f, "inception:{}", p.display()),
-            ExtractorSpec::Classifier(p) => write!(f, "classifier:{}", p.display()),
-            ExtractorSpec::Vgg(p) => write!(f, "vgg:{}", p.display()),
-            ExtractorSpec::Pixels => f.write_str("pixels"),
-        }
-    }
-}
-
-impl ExtractorSpec {
-    /// Whether the extractor gives class logits (for `is` and `modes`).
-    pub fn has_logits(&self) -> bool {
-        !matches!(self, ExtractorSpec::Pixels | ExtractorSpec::Vgg(_))
-    }
-}
-
-/// Checks an `[eval]` table against the model it would measure (called by recipe validation).
-pub fn validate_config(e: &EvalConfig, model: &ModelRecipe) -> std::result::Result<(), String> {
-    if let ModelRecipe::Classifier(_) = model {
-        return Err("[eval] measures a generator; a classifier recipe reports its test accuracy at the end instead (and `easel eval RUN` measures it again)".into());
-    }
-    let spec: ExtractorSpec = e
-        .extractor
-        .parse()
-        .map_err(|m: String| format!("eval.extractor: {m}"))?;
-    if e.metrics.is_empty() {
-        return Err("eval.metrics is empty (e.g. metrics = [\"fid\"])".into());
-    }
-    if e.n < 10 {
-        return Err(format!("eval.n must be at least 10 images, got {}", e.n));
-    }
-    if e.n_ref.is_some_and(|n| n < 10) {
-        return Err("eval.n_ref must be at least 10 images".into());
-    }
-    if !spec.has_logits() {
-        if let Some(m) = e.metrics.iter().find(|m| m.needs_logits()) {
-            return Err(format!(
-                "eval.metrics: `{m}` needs class logits, which the `pixels` extractor has not (use inception or classifier:RUN)"
-            ));
-        }
-    }
-    if let Some(b) = e.best {
-        if b.best().is_none() {
-            return Err(format!(
-                "eval.best = \"{b}\" has no better direction (use fid, kid, swd or is)"
-            ));
-        }
-        if !e.metrics.contains(&b) {
-            return Err(format!(
-                "eval.best = \"{b}\" is not among eval.metrics ({})",
-                e.metrics
-                    .iter()
-                    .map(|m| m.key())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// The metric that keeps `best/` under an `[eval]` table: `best`, else the first metric with a
 /// direction.
@@ -333,7 +119,7 @@ pub fn inception_weights(explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// A classifier model directory: its network configuration and weights file.
 fn classifier_files(path: &Path) -> Result<(PathBuf, Recipe)> {
-    let dir = session::model_dir(path).map_err(|e| {
+    let dir = crate::run_dir::model_dir(path).map_err(|e| {
         TrainError::Run(format!(
             "classifier extractor: {e} (train one with `easel train recipes/classifier-mnist.toml`)"
         ))
@@ -1164,7 +950,7 @@ pub struct EvalRequest {
     /// Print no progress.
     pub quiet: bool,
     /// A GAN run's weights to measure (its weight average by default when it keeps one).
-    pub weights: session::GeneratorWeights,
+    pub weights: crate::run_dir::GeneratorWeights,
 }
 
 /// What [`evaluate`] measured.
@@ -1268,7 +1054,7 @@ fn resolve_target(path: &Path) -> Result<Target> {
             path.display()
         )));
     }
-    match session::model_dir(path) {
+    match crate::run_dir::model_dir(path) {
         Ok(dir) => {
             let recipe = Recipe::load_run(&dir.join(checkpoint::RECIPE_FILE), &[])?;
             Ok(Target::Run { dir, recipe })

@@ -148,14 +148,7 @@ pub enum FitOutcome {
     },
 }
 
-/// The metric that decides `best/` and its direction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BestMetric {
-    /// Name of the metric as [`Evaluator::evaluate`] reports it (`fid`, …).
-    pub name: String,
-    /// Lower values are better (FID, KID, SWD); otherwise higher (IS).
-    pub lower_is_better: bool,
-}
+pub use crate::recipe::metric::BestMetric;
 
 /// Measures the step's model during training (e.g. FID of its generator).
 ///
@@ -257,45 +250,8 @@ pub struct FitOptions<'a> {
     pub evaluator: Option<&'a dyn Evaluator>,
 }
 
-/// Paths inside a run directory.
-pub mod layout {
-    use std::path::{Path, PathBuf};
-    /// Step checkpoints.
-    pub fn checkpoints(run: &Path) -> PathBuf {
-        run.join("checkpoints")
-    }
-    /// The finished model: resolved recipe beside the weights.
-    pub fn final_dir(run: &Path) -> PathBuf {
-        run.join("final")
-    }
-    /// The model with the best evaluation metric so far (like `final/`, plus `best.json`).
-    pub fn best_dir(run: &Path) -> PathBuf {
-        run.join("best")
-    }
-    /// Evaluation outputs and the reference-statistics cache.
-    pub fn eval_dir(run: &Path) -> PathBuf {
-        run.join("eval")
-    }
-    /// Preview grids.
-    pub fn samples(run: &Path) -> PathBuf {
-        run.join("samples")
-    }
-    /// One JSON object per logged step.
-    pub fn metrics(run: &Path) -> PathBuf {
-        run.join("metrics.jsonl")
-    }
-    /// The resolved recipe of the run.
-    pub fn recipe(run: &Path) -> PathBuf {
-        run.join("recipe.toml")
-    }
-    /// The run a model folder belongs to, where outputs made from it go: `RUN/final` and
-    /// `RUN/best` → `RUN`, `RUN/checkpoints/step-N` → `RUN`; any other folder (a run
-    /// directory, or a model folder copied out of its run) is its own root, so nothing is ever
-    /// written above it.
-    pub fn run_of(model_dir: &Path) -> PathBuf {
-        easel_latent::bank::ZBank::run_root(model_dir)
-    }
-}
+/// The run directory's layout (re-exported from [`crate::run_dir`], where it lives).
+pub use crate::run_dir as layout;
 
 struct Logger {
     metrics: fs::File,

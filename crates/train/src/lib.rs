@@ -1,6 +1,8 @@
 //! easel's training machinery.
 //!
-//! - [`recipe`]: TOML recipes with `deny_unknown_fields` everywhere and type-checked overrides.
+//! - [`recipe`]: the schema — TOML recipes with `deny_unknown_fields` everywhere and type-checked
+//!   overrides, the metric and extractor specs, each kind's `[model]` table; no machinery.
+//! - [`run_dir`]: where things live in a run directory; resolving a model folder.
 //! - [`optim`]: Adam and RMSProp with PyTorch's update rules and saveable state.
 //! - [`lbfgs`]: L-BFGS with strong-Wolfe or backtracking line search (image optimisation).
 //! - [`fit`]: the [`fit::TrainStep`] trait and the one loop that drives every trainer.
@@ -27,6 +29,7 @@ pub mod lbfgs;
 pub mod optim;
 pub mod recipe;
 pub mod rng;
+pub mod run_dir;
 pub mod session;
 pub mod steps;
 pub mod transfer;

@@ -454,35 +454,7 @@ pub struct SampleReport {
     pub bank: PathBuf,
 }
 
-/// Resolves a model directory: a folder holding `recipe.toml` and weights (`final/` or a
-/// checkpoint), or a run directory (its `final/`, else its newest checkpoint).
-pub fn model_dir(path: &Path) -> Result<PathBuf> {
-    if path.join(checkpoint::RECIPE_FILE).exists() && path.join(checkpoint::STATE_FILE).exists() {
-        return Ok(path.to_path_buf());
-    }
-    let fin = layout::final_dir(path);
-    if fin.join(checkpoint::STATE_FILE).exists() {
-        return Ok(fin);
-    }
-    if let Some((_, dir)) = checkpoint::list(&layout::checkpoints(path))?.pop() {
-        return Ok(dir);
-    }
-    Err(TrainError::Run(format!(
-        "{}: no model here (expected a run directory with final/ or checkpoints/, or a folder with recipe.toml and weights)",
-        path.display()
-    )))
-}
-
-/// Which weights of a GAN's model folder to sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GeneratorWeights {
-    /// The weight average (`generator_ema.safetensors`, `[model] ema_decay`) when the folder has
-    /// one, else the trained generator.
-    #[default]
-    Averaged,
-    /// The trained generator (`generator.safetensors`; `--raw`).
-    Trained,
-}
+pub use crate::run_dir::{model_dir, GeneratorWeights};
 
 /// Rebuilds the generator saved in a model directory (`final/` or a checkpoint) from that folder
 /// alone: its weight average when it has one (see [`load_generator_with`]).

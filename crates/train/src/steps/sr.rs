@@ -25,12 +25,13 @@ use candle_core::{DType, Device, Tensor};
 use easel_losses::adversarial::bce_with_logits;
 use easel_losses::perceptual::{self, ContentNorm};
 use easel_metrics::quality::{psnr, QualityConfig};
-use easel_models::sr::{Arch, Config, Discriminator, SrNet};
+use easel_models::sr::{Discriminator, SrNet};
 use easel_models::vgg::{Pooling, Tap, Vgg};
 use easel_nn::{ops, BnMode, ParamStore};
-use serde::{Deserialize, Serialize};
 
 use super::style::{init_from, layout_unit, trainable_except};
+pub use crate::recipe::sr::SrRecipe;
+
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
 use crate::fit::{BatchSource, Scalars, StepContext, TrainStep};
@@ -42,127 +43,6 @@ use crate::rng::derive_seed;
 pub const NETWORK: &str = "generator";
 /// The SRGAN discriminator's name (only with `adversarial_weight > 0`).
 pub const DISCRIMINATOR: &str = "discriminator";
-
-/// `[model] kind = "sr"` (see the module docs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SrRecipe {
-    /// `johnson` or `srresnet`.
-    #[serde(default = "defaults::arch")]
-    pub arch: Arch,
-    /// Upscaling factor: 2, 4 or 8.
-    #[serde(default = "defaults::scale")]
-    pub scale: usize,
-    /// Feature channels (64).
-    #[serde(default = "defaults::width")]
-    pub width: usize,
-    /// Residual blocks (Johnson 4; SRResNet 16).
-    #[serde(default = "defaults::residual_blocks")]
-    pub residual_blocks: usize,
-    /// Weight of the pixel MSE.
-    #[serde(default = "defaults::one")]
-    pub pixel_weight: f64,
-    /// Weight of the feature MSE at `content_layer` in torchvision units (0 = off; needs `vgg`).
-    #[serde(default)]
-    pub perceptual_weight: f64,
-    /// Weight of the adversarial loss (0 = off; SRGAN: 1e-3).
-    #[serde(default)]
-    pub adversarial_weight: f64,
-    /// Base width of the SRGAN discriminator (64 in the paper).
-    #[serde(default = "defaults::width")]
-    pub discriminator_width: usize,
-    /// VGG weights for the perceptual loss.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vgg: Option<PathBuf>,
-    /// The perceptual layer (`relu2_2`).
-    #[serde(default = "defaults::content_layer")]
-    pub content_layer: String,
-    /// Global residual learning (VDSR): the network predicts the difference from the bicubic
-    /// upsampling of its input and starts at exactly bicubic (see
-    /// [`easel_models::sr::Config::residual`]). Default `false`.
-    #[serde(default)]
-    pub residual: bool,
-    /// Start from the `generator.safetensors` of this model directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_from: Option<PathBuf>,
-    /// Name prefixes of generator parameters kept fixed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub freeze: Vec<String>,
-}
-
-mod defaults {
-    use super::Arch;
-    pub fn arch() -> Arch {
-        Arch::Johnson
-    }
-    pub fn scale() -> usize {
-        4
-    }
-    pub fn width() -> usize {
-        64
-    }
-    pub fn residual_blocks() -> usize {
-        4
-    }
-    pub fn one() -> f64 {
-        1.0
-    }
-    pub fn content_layer() -> String {
-        "relu2_2".into()
-    }
-}
-
-impl SrRecipe {
-    /// The network configuration.
-    pub fn config(&self) -> Config {
-        Config {
-            arch: self.arch,
-            scale: self.scale,
-            width: self.width,
-            residual_blocks: self.residual_blocks,
-            residual: self.residual,
-        }
-    }
-
-    /// Checks the values serde cannot, with the data's image size.
-    pub fn validate(&self, image_size: usize) -> std::result::Result<(), String> {
-        self.config()
-            .validate()
-            .map_err(|e| format!("model: {e}"))?;
-        if !image_size.is_multiple_of(self.scale) {
-            return Err(format!(
-                "data.image_size ({image_size}) must be a multiple of model.scale ({})",
-                self.scale
-            ));
-        }
-        let min = if self.arch == Arch::Johnson { 5 } else { 1 };
-        if image_size / self.scale < min {
-            return Err(format!(
-                "data.image_size / model.scale = {} is too small: the low-resolution inputs need at least {min} pixels a side",
-                image_size / self.scale
-            ));
-        }
-        for (k, v) in [
-            ("pixel_weight", self.pixel_weight),
-            ("perceptual_weight", self.perceptual_weight),
-            ("adversarial_weight", self.adversarial_weight),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(format!("model.{k} must be a finite number ≥ 0, got {v}"));
-            }
-        }
-        if self.pixel_weight + self.perceptual_weight + self.adversarial_weight == 0.0 {
-            return Err("every loss weight is 0: nothing to train".into());
-        }
-        if self.perceptual_weight > 0.0 && self.vgg.is_none() {
-            return Err("model.perceptual_weight > 0 needs model.vgg (VGG weights)".into());
-        }
-        if self.adversarial_weight > 0.0 && self.discriminator_width == 0 {
-            return Err("model.discriminator_width must be positive".into());
-        }
-        Ok(())
-    }
-}
 
 /// Bicubic (Catmull-Rom, antialiased) resize of `x` `[B, C, H, W]` in [−1, 1] to `h × w`, on the
 /// host; values clamped to [−1, 1]. Returns a tensor on `x`'s device.
@@ -556,7 +436,7 @@ pub struct UpscaleScore {
 /// Upscales every input with a network rebuilt from its model directory alone; returns the files
 /// written and, with `evaluate`, the scores.
 pub fn upscale(req: &UpscaleRequest) -> Result<(Vec<PathBuf>, Vec<UpscaleScore>)> {
-    let dir = crate::session::model_dir(&req.model)?;
+    let dir = crate::run_dir::model_dir(&req.model)?;
     let (_, net) = load_sr(&dir, &req.device)?;
     let s = net.config().scale;
     if req.scale != s {
@@ -633,6 +513,7 @@ pub fn upscale(req: &UpscaleRequest) -> Result<(Vec<PathBuf>, Vec<UpscaleScore>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use easel_models::sr::{Arch, Config};
 
     /// A residual network starts as exactly bicubic upsampling (its last convolution is zero):
     /// at first only that convolution receives a gradient (everything before it is multiplied by

@@ -27,10 +27,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use easel_losses::perceptual::{self, ContentNorm, GramNorm, StyleNorm, TvNorm};
-use easel_models::style::{Config, TransformerNet};
+use easel_models::style::TransformerNet;
 use easel_models::vgg::{Depth, Layout, Pooling, Tap, Vgg};
 use easel_nn::ParamStore;
-use serde::{Deserialize, Serialize};
+
+pub use crate::recipe::style::StyleRecipe;
 
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
@@ -41,101 +42,6 @@ use crate::rng::derive_seed;
 
 /// The network's name in checkpoints (`transformer.safetensors`) and `[optim.transformer]`.
 pub const NETWORK: &str = "transformer";
-
-/// `[model] kind = "style"` (see the module docs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StyleRecipe {
-    /// Channels of the three encoder convolutions (pytorch/examples: `[32, 64, 128]`).
-    #[serde(default = "defaults::widths")]
-    pub widths: [usize; 3],
-    /// Residual blocks (5).
-    #[serde(default = "defaults::residual_blocks")]
-    pub residual_blocks: usize,
-    /// VGG16/VGG19 weights (safetensors, torchvision or Keras/Caffe layout) for the losses.
-    pub vgg: PathBuf,
-    /// The style image (PNG or JPEG).
-    pub style_image: PathBuf,
-    /// Longest side the style image is resized to before its Gram matrices are taken (unset:
-    /// its own size).
-    #[serde(default)]
-    pub style_size: Option<usize>,
-    /// The content layer (`relu2_2`).
-    #[serde(default = "defaults::content_layer")]
-    pub content_layer: String,
-    /// The style layers; unset: the ends of blocks 1–4 (`relu1_2, relu2_2, relu3_3, relu4_3` on
-    /// VGG16, `relu1_2, relu2_2, relu3_4, relu4_4` on VGG19).
-    #[serde(default)]
-    pub style_layers: Option<Vec<String>>,
-    /// Content weight in torchvision units (pytorch/examples: 1e5).
-    #[serde(default = "defaults::content_weight")]
-    pub content_weight: f64,
-    /// Style weight in torchvision units (pytorch/examples: 1e10).
-    #[serde(default = "defaults::style_weight")]
-    pub style_weight: f64,
-    /// Total-variation weight (squared differences on the [−1, 1] output; 0 = off).
-    #[serde(default)]
-    pub tv_weight: f64,
-    /// Start from the `transformer.safetensors` of this model directory (a run's `final/` or a
-    /// checkpoint) instead of random weights.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_from: Option<PathBuf>,
-    /// Name prefixes of parameters kept fixed (`["conv1", "in1", "conv2", "in2"]` freezes the
-    /// first two encoder layers).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub freeze: Vec<String>,
-}
-
-mod defaults {
-    pub fn widths() -> [usize; 3] {
-        [32, 64, 128]
-    }
-    pub fn residual_blocks() -> usize {
-        5
-    }
-    pub fn content_layer() -> String {
-        "relu2_2".into()
-    }
-    pub fn content_weight() -> f64 {
-        1e5
-    }
-    pub fn style_weight() -> f64 {
-        1e10
-    }
-}
-
-impl StyleRecipe {
-    /// The network configuration.
-    pub fn config(&self) -> Config {
-        Config {
-            widths: self.widths,
-            residual_blocks: self.residual_blocks,
-        }
-    }
-
-    /// Checks the values serde cannot.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.widths.contains(&0) {
-            return Err(format!(
-                "model.widths must be positive, got {:?}",
-                self.widths
-            ));
-        }
-        if self.style_size == Some(0) {
-            return Err("model.style_size must be at least 1".into());
-        }
-        for (k, v) in [
-            ("content_weight", self.content_weight),
-            ("style_weight", self.style_weight),
-            ("tv_weight", self.tv_weight),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(format!("model.{k} must be a finite number ≥ 0, got {v}"));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The default style layers of a VGG depth (ends of blocks 1–4).
 pub fn default_style_layers(depth: Depth) -> Vec<Tap> {
@@ -151,7 +57,7 @@ pub fn layout_unit(layout: Layout) -> f64 {
 /// Loads `<network>.safetensors` of the model directory `dir` into `store` (names and shapes
 /// must match: the same architecture).
 pub fn init_from(store: &ParamStore, dir: &Path, network: &str) -> Result<()> {
-    let dir = crate::session::model_dir(dir)
+    let dir = crate::run_dir::model_dir(dir)
         .map_err(|e| TrainError::Run(format!("model.init_from: {e}")))?;
     let path = dir.join(format!("{network}.safetensors"));
     let tensors = checkpoint::load_tensors(&path, store.device())?;
@@ -530,7 +436,7 @@ pub fn stylize(req: &StylizeRequest) -> Result<Vec<PathBuf>> {
             )));
         }
     }
-    let dir = crate::session::model_dir(&req.model)?;
+    let dir = crate::run_dir::model_dir(&req.model)?;
     let (_, net) = load_transformer(&dir, &req.device)?;
     let files = expand_inputs(&req.inputs)?;
     let out_dir = req

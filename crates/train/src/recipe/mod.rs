@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::optim::OptimSpec;
+
+pub mod metric;
+pub mod sr;
+pub mod style;
 pub use easel_models::dcgan::{Conditioning, DNorm};
 
 /// A whole recipe file.
@@ -53,9 +57,9 @@ pub enum ModelRecipe {
     /// easel's domain classifier (cross-entropy): the feature extractor of offline metrics.
     Classifier(ClassifierRecipe),
     /// Feed-forward style network (Johnson et al. 2016; pytorch/examples `fast_neural_style`).
-    Style(crate::steps::style::StyleRecipe),
+    Style(style::StyleRecipe),
     /// Super-resolution (Johnson et al. 2016; SRResNet/SRGAN, Ledig et al. 2017).
-    Sr(crate::steps::sr::SrRecipe),
+    Sr(sr::SrRecipe),
 }
 
 impl ModelRecipe {
@@ -286,7 +290,7 @@ pub struct EvalConfig {
     pub every: u64,
     /// Metrics: `fid`, `kid`, `is`, `pr`, `swd`, `nn`, `div`, `modes`.
     #[serde(default = "defaults::eval_metrics")]
-    pub metrics: Vec<crate::eval::Metric>,
+    pub metrics: Vec<metric::Metric>,
     /// Images generated per evaluation.
     #[serde(default = "defaults::eval_n")]
     pub n: usize,
@@ -294,7 +298,7 @@ pub struct EvalConfig {
     /// the whole reference set, at most 50 000.
     #[serde(default)]
     pub n_ref: Option<usize>,
-    /// `inception` (pytorch-fid weights, see [`crate::eval::INCEPTION_FILE`]),
+    /// `inception` (pytorch-fid weights, see [`metric::INCEPTION_FILE`]),
     /// `inception:PATH`, `classifier:RUN_OR_MODEL_DIR` (an easel classifier run),
     /// `vgg:WEIGHTS.safetensors` (VGG16/19 convolutions) or `pixels`.
     #[serde(default = "defaults::eval_extractor")]
@@ -309,7 +313,7 @@ pub struct EvalConfig {
     /// The metric that decides `best/` (`fid`, `kid`, `swd`: lower is better; `is`: higher);
     /// default: the first of `metrics` that has a direction.
     #[serde(default)]
-    pub best: Option<crate::eval::Metric>,
+    pub best: Option<metric::Metric>,
 }
 
 /// How the critic is kept 1-Lipschitz.
@@ -500,8 +504,8 @@ mod defaults {
     pub fn lr_drop_factor() -> f64 {
         0.1
     }
-    pub fn eval_metrics() -> Vec<crate::eval::Metric> {
-        vec![crate::eval::Metric::Fid]
+    pub fn eval_metrics() -> Vec<super::metric::Metric> {
+        vec![super::metric::Metric::Fid]
     }
     pub fn eval_n() -> usize {
         1000
@@ -646,7 +650,7 @@ impl Recipe {
             }
         }
         if let Some(e) = &self.eval {
-            if let Err(message) = crate::eval::validate_config(e, &self.model) {
+            if let Err(message) = validate_config(e, &self.model) {
                 return bad(message);
             }
         }
@@ -776,6 +780,51 @@ pub fn apply_override(table: &mut toml::Table, kv: &str) -> Result<()> {
                 )))
             }
         };
+    }
+    Ok(())
+}
+
+/// Checks an `[eval]` table against the model it would measure (called by recipe validation).
+pub fn validate_config(e: &EvalConfig, model: &ModelRecipe) -> std::result::Result<(), String> {
+    if let ModelRecipe::Classifier(_) = model {
+        return Err("[eval] measures a generator; a classifier recipe reports its test accuracy at the end instead (and `easel eval RUN` measures it again)".into());
+    }
+    let spec: metric::ExtractorSpec = e
+        .extractor
+        .parse()
+        .map_err(|m: String| format!("eval.extractor: {m}"))?;
+    if e.metrics.is_empty() {
+        return Err("eval.metrics is empty (e.g. metrics = [\"fid\"])".into());
+    }
+    if e.n < 10 {
+        return Err(format!("eval.n must be at least 10 images, got {}", e.n));
+    }
+    if e.n_ref.is_some_and(|n| n < 10) {
+        return Err("eval.n_ref must be at least 10 images".into());
+    }
+    if !spec.has_logits() {
+        if let Some(m) = e.metrics.iter().find(|m| m.needs_logits()) {
+            return Err(format!(
+                "eval.metrics: `{m}` needs class logits, which the `pixels` extractor has not (use inception or classifier:RUN)"
+            ));
+        }
+    }
+    if let Some(b) = e.best {
+        if b.best().is_none() {
+            return Err(format!(
+                "eval.best = \"{b}\" has no better direction (use fid, kid, swd or is)"
+            ));
+        }
+        if !e.metrics.contains(&b) {
+            return Err(format!(
+                "eval.best = \"{b}\" is not among eval.metrics ({})",
+                e.metrics
+                    .iter()
+                    .map(|m| m.key())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
     }
     Ok(())
 }
