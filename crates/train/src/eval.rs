@@ -60,7 +60,6 @@ use crate::grid;
 use crate::recipe::metric::VGG_HOW;
 use crate::recipe::{EvalConfig, ModelRecipe, Recipe};
 use crate::rng::{derive_seed, StepRng};
-use crate::session;
 
 /// Default cache of reference statistics for image folders and `--against` data, relative to the
 /// working directory (run directories cache under `<run>/eval/cache/`).
@@ -1186,7 +1185,8 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport> {
     let mut col = Collector::new(extractor.as_ref(), want_logits, &req.device);
     let (generated, model_dir, step, n) = match &target {
         Target::Run { dir, .. } => {
-            let (recipe, g, mode) = session::load_generator_with(dir, &req.device, req.weights)?;
+            let (recipe, g, mode) =
+                crate::load::load_generator_with(dir, &req.device, req.weights)?;
             let state = checkpoint::read_state(dir)?;
             let n = req.n;
             if metrics.contains(&Metric::Swd) {

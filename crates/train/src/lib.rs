@@ -10,6 +10,7 @@
 //! - [`steps`]: one training step per model family (GANs, LAPGAN, the domain classifier).
 //! - [`eval`]: `easel eval` and the metrics measured during training (`[eval]`).
 //! - [`export`]: a recipe's training images as a folder of PNGs (`easel export-data`).
+//! - [`load`]: rebuilding a trained generator from a model folder alone.
 //! - [`session`]: what the CLI's commands do with run directories.
 //!
 //! Only this crate and the CLI know about files, recipes and run directories; models see a
@@ -26,6 +27,7 @@ pub mod export;
 pub mod fit;
 pub mod grid;
 pub mod lbfgs;
+pub mod load;
 pub mod optim;
 pub mod recipe;
 pub mod rng;

@@ -8,7 +8,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::{DType, Device, Tensor};
-use easel_models::ImageGenerator;
 
 use crate::checkpoint::{self, TrainState};
 use crate::error::{IoContext, Result, TrainError};
@@ -456,49 +455,7 @@ pub struct SampleReport {
 
 pub use crate::run_dir::{model_dir, GeneratorWeights};
 
-/// Rebuilds the generator saved in a model directory (`final/` or a checkpoint) from that folder
-/// alone: its weight average when it has one (see [`load_generator_with`]).
-pub fn load_generator(
-    dir: &Path,
-    device: &Device,
-) -> Result<(Recipe, Box<dyn ImageGenerator>, easel_nn::BnMode)> {
-    load_generator_with(dir, device, GeneratorWeights::default())
-}
-
-/// [`load_generator`] with a choice of weights.
-pub fn load_generator_with(
-    dir: &Path,
-    device: &Device,
-    weights: GeneratorWeights,
-) -> Result<(Recipe, Box<dyn ImageGenerator>, easel_nn::BnMode)> {
-    let recipe = Recipe::load_run(&dir.join(checkpoint::RECIPE_FILE), &[])?;
-    if let ModelRecipe::Lapgan(m) = &recipe.model {
-        let spec = crate::steps::lapgan::spec(&recipe, m)?;
-        let (g, stores) = crate::steps::lapgan::build_generator(&recipe, &spec, device)?;
-        for (name, store) in stores {
-            checkpoint::load_network(dir, name, &store, device)?;
-        }
-        return Ok((recipe, Box::new(g), spec.sample_mode));
-    }
-    match gan::spec(&recipe)? {
-        Some(spec) => {
-            let (g, store) = gan::build_generator(&recipe, &spec, device)?;
-            let averaged = dir.join(format!("{}.safetensors", gan::EMA_NETWORK));
-            let name = if weights == GeneratorWeights::Averaged && averaged.exists() {
-                gan::EMA_NETWORK
-            } else {
-                "generator"
-            };
-            checkpoint::load_network(dir, name, &store, device)?;
-            Ok((recipe, Box::new(g), spec.sample_mode))
-        }
-        None => Err(TrainError::Run(format!(
-            "{}: a `{}` model has no generator to sample",
-            dir.display(),
-            recipe.model.kind()
-        ))),
-    }
-}
+pub use crate::load::{load_generator, load_generator_with};
 
 /// Draws `n` images from a trained generator, writes a PNG grid and the z vectors beside it.
 pub fn sample(req: &SampleRequest) -> Result<SampleReport> {
