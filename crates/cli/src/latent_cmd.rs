@@ -190,7 +190,7 @@ struct Loaded {
 fn load(run: &Path, ids: &[u64], common: &Common) -> anyhow::Result<Loaded> {
     let (model, raw) = (common.model.as_deref(), common.raw);
     let device = easel_train::device::parse_device(&common.device)?;
-    let bank = ZBank::open(run)?;
+    let bank = easel_train::run_dir::open_bank(run)?;
     let entries = bank.get(ids)?;
     let model = match model {
         Some(m) => session::model_dir(m)?,
@@ -231,10 +231,7 @@ fn load(run: &Path, ids: &[u64], common: &Common) -> anyhow::Result<Loaded> {
 /// `RUN/samples/latent/NAME.png`, or `out`.
 fn output(bank: &ZBank, out: Option<PathBuf>, name: &str) -> PathBuf {
     out.unwrap_or_else(|| {
-        bank.run()
-            .join("samples")
-            .join("latent")
-            .join(format!("{name}.png"))
+        easel_train::run_dir::latent_figures(bank.run()).join(format!("{name}.png"))
     })
 }
 
@@ -546,7 +543,7 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     // The classifier and its class names.
     let cdir = session::model_dir(&a.classifier)?;
-    let crecipe = easel_train::recipe::Recipe::load(&cdir.join("recipe.toml"), &[])?;
+    let crecipe = easel_train::recipe::Recipe::load(&easel_train::run_dir::recipe(&cdir), &[])?;
     let names = easel_train::eval::RealData::Dataset {
         data: crecipe.data.clone(),
         seed: crecipe.seed,
@@ -595,7 +592,8 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
     // The pool: seeded normal z, added to the run's z bank so its ids can be reused.
     let nz = generator.latent_dim();
     let zs = maths::normal(a.pool, nz, spec.seed);
-    let mut bank = ZBank::open_or_create(&a.run, nz, 0, generator.image_shape())?;
+    let run_root = easel_train::run_dir::run_of(&a.run);
+    let mut bank = ZBank::open_or_create(&run_root, nz, 0, generator.image_shape())?;
     let step = easel_train::checkpoint::read_state(&model)?.step;
     let flat: Vec<f32> = zs.iter().flatten().copied().collect();
     let ids = bank.append(
@@ -632,9 +630,11 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
         .map(|&(w, c)| format!("{}{}", if w > 0.0 { "+" } else { "−" }, name(c)))
         .collect();
     let png = a.out.unwrap_or_else(|| {
-        bank.run()
-            .join("samples/latent")
-            .join(format!("check-{}-s{}.png", name(target), spec.seed))
+        easel_train::run_dir::latent_figures(bank.run()).join(format!(
+            "check-{}-s{}.png",
+            name(target),
+            spec.seed
+        ))
     });
     rep.figure.save_png(&png)?;
     let json = png.with_extension("json");

@@ -131,47 +131,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl ZBank {
-    /// The run directory of a path given on the command line: the path itself, or the run of a
-    /// `final/`, `best/` or `checkpoints/step-…` folder inside it.
-    pub fn run_root(path: &Path) -> PathBuf {
-        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-        if matches!(name(path).as_deref(), Some("final" | "best")) {
-            if let Some(p) = path.parent() {
-                return p.to_path_buf();
-            }
-        }
-        if let Some(parent) = path.parent() {
-            if name(parent).as_deref() == Some("checkpoints") {
-                if let Some(run) = parent.parent() {
-                    return run.to_path_buf();
-                }
-            }
-        }
-        path.to_path_buf()
-    }
-
-    /// The bank folder of a run (or of a `final/` or checkpoint folder inside it).
+    /// The bank folder of a run directory (the caller resolves a model folder to its run).
     pub fn dir_of(run: &Path) -> PathBuf {
-        Self::run_root(run).join(BANK_DIR)
+        run.join(BANK_DIR)
     }
 
     /// Opens the bank of `run`; a clear error when the run has none.
     pub fn open(run: &Path) -> Result<ZBank> {
-        let root = Self::run_root(run);
+        let root = run.to_path_buf();
         let dir = root.join(BANK_DIR);
         let path = dir.join(INDEX_FILE);
         if !path.exists() {
-            let hint = if root.join("recipe.toml").exists() || root.join("final").exists() {
-                format!(
-                    "this run has no z bank yet; draw one with `easel sample {} --n 64 --sheet` and pick ids from the contact sheet",
-                    root.display()
-                )
-            } else {
-                format!(
-                    "{} does not look like an easel run directory (no recipe.toml); pass the run directory",
-                    root.display()
-                )
-            };
+            let hint = format!(
+                "no z bank here yet; draw one with `easel sample {} --n 64 --sheet` and pick ids from the contact sheet",
+                root.display()
+            );
             return Err(file_err(&path, hint));
         }
         let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, "reading", e))?;
@@ -201,7 +175,7 @@ impl ZBank {
         num_classes: usize,
         image_shape: [usize; 3],
     ) -> Result<ZBank> {
-        let root = Self::run_root(run);
+        let root = run.to_path_buf();
         let dir = root.join(BANK_DIR);
         if dir.join(INDEX_FILE).exists() {
             let bank = Self::open(&root)?;
@@ -547,18 +521,6 @@ pub fn parse_ids(s: &str) -> std::result::Result<Vec<u64>, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn run_root_never_climbs_above_a_standalone_folder() {
-        let p = |s: &str| ZBank::run_root(Path::new(s));
-        assert_eq!(p("runs/a/final"), Path::new("runs/a"));
-        assert_eq!(p("runs/a/best"), Path::new("runs/a"));
-        assert_eq!(p("runs/a/checkpoints/step-00000500"), Path::new("runs/a"));
-        assert_eq!(p("runs/a"), Path::new("runs/a"));
-        // A model folder copied out of its run keeps its outputs inside itself (this once
-        // resolved to the folder's grandparent, `/`).
-        assert_eq!(p("/tmp/model"), Path::new("/tmp/model"));
-    }
-
     fn info<'a>(model: &'a Path, seed: u64) -> DrawInfo<'a> {
         DrawInfo {
             model_dir: model,
@@ -586,19 +548,14 @@ mod tests {
         assert_eq!(bank.append(&z1, None, &info(&fin, 1)).unwrap(), 0..3);
         assert_eq!(bank.len(), 5);
 
-        // Reopened from the run, from final/ or from a checkpoint folder inside it.
-        for p in [
-            run.clone(),
-            fin.clone(),
-            run.join("checkpoints/step-00000010"),
-        ] {
-            let b = ZBank::open(&p).unwrap();
-            let e = b.get(&[4, 1]).unwrap();
-            assert_eq!(e[0].z, vec![-4.0, -5.0, -6.0, -7.0]);
-            assert_eq!(e[1].z, vec![4.0, 5.0, 6.0, 7.0]);
-            assert_eq!(e[0].label, None);
-            assert_eq!(b.model_of(&e).unwrap(), run.join("final"));
-        }
+        // Reopened from the run (easel-train's `run_dir::open_bank` resolves final/ or a
+        // checkpoint folder to it).
+        let b = ZBank::open(&run).unwrap();
+        let e = b.get(&[4, 1]).unwrap();
+        assert_eq!(e[0].z, vec![-4.0, -5.0, -6.0, -7.0]);
+        assert_eq!(e[1].z, vec![4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(e[0].label, None);
+        assert_eq!(b.model_of(&e).unwrap(), run.join("final"));
         let idx = bank.index();
         assert_eq!(idx.draws[0].model, "final");
         assert_eq!(idx.run, "run");

@@ -450,7 +450,7 @@ pub fn upscale(req: &UpscaleRequest) -> Result<(Vec<PathBuf>, Vec<UpscaleScore>)
     let out_dir = req
         .out
         .clone()
-        .unwrap_or_else(|| crate::fit::layout::run_of(&dir).join("upscaled"));
+        .unwrap_or_else(|| crate::run_dir::upscaled(&crate::run_dir::run_of(&dir)));
     let suffix = format!("_x{s}");
     let outs = super::style::output_paths(&files, &out_dir, &suffix)?;
     let bar = if req.quiet {

@@ -442,7 +442,7 @@ pub fn stylize(req: &StylizeRequest) -> Result<Vec<PathBuf>> {
     let out_dir = req
         .out
         .clone()
-        .unwrap_or_else(|| crate::fit::layout::run_of(&dir).join("stylized"));
+        .unwrap_or_else(|| crate::run_dir::stylized(&crate::run_dir::run_of(&dir)));
     let outs = output_paths(&files, &out_dir, "")?;
     let bar = if req.quiet {
         indicatif::ProgressBar::hidden()
