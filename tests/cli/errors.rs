@@ -164,6 +164,23 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Writes minimal gzipped MNIST idx files (n images of 28×28) into `dir`.
 pub fn write_mnist(dir: &std::path::Path, n: usize) {
+    // A bright vertical bar whose position depends on the label.
+    write_mnist_with(dir, n, |i, y, x| {
+        if x / 3 == i % 9 && y > 3 && y < 24 {
+            255
+        } else {
+            0
+        }
+    });
+}
+
+/// Gzipped MNIST training idx files of `n` 28×28 images, pixel `(y, x)` of image `i` being
+/// `pixel(i, y, x)`, labels `i mod 10`.
+pub fn write_mnist_with(
+    dir: &std::path::Path,
+    n: usize,
+    pixel: impl Fn(usize, usize, usize) -> u8,
+) {
     use std::io::Write;
     std::fs::create_dir_all(dir).unwrap();
     let gz = |name: &str, bytes: &[u8]| {
@@ -177,14 +194,9 @@ pub fn write_mnist(dir: &std::path::Path, n: usize) {
         img.extend(d.to_be_bytes());
     }
     for i in 0..n {
-        // A bright vertical bar whose position depends on the label.
         for y in 0..28 {
             for x in 0..28 {
-                img.push(if x / 3 == i % 9 && y > 3 && y < 24 {
-                    255
-                } else {
-                    0
-                });
+                img.push(pixel(i, y, x));
             }
         }
     }

@@ -5,30 +5,7 @@ use crate::common::{easel_err, easel_ok, s};
 /// MNIST idx files whose pixels all differ: image `i`, row `y`, column `x` is
 /// `(37·i + 9·y + 5·x) mod 256`; labels `i mod 10`.
 fn write_ramp_mnist(dir: &std::path::Path, n: usize) {
-    use std::io::Write;
-    std::fs::create_dir_all(dir).unwrap();
-    let gz = |name: &str, bytes: &[u8]| {
-        let f = std::fs::File::create(dir.join(name)).unwrap();
-        let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-        e.write_all(bytes).unwrap();
-        e.finish().unwrap();
-    };
-    let mut img = vec![0, 0, 8, 3];
-    for d in [n as u32, 28, 28] {
-        img.extend(d.to_be_bytes());
-    }
-    for i in 0..n {
-        for y in 0..28 {
-            for x in 0..28 {
-                img.push(((37 * i + 9 * y + 5 * x) % 256) as u8);
-            }
-        }
-    }
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend((n as u32).to_be_bytes());
-    lab.extend((0..n).map(|i| (i % 10) as u8));
-    gz("train-images-idx3-ubyte.gz", &img);
-    gz("train-labels-idx1-ubyte.gz", &lab);
+    crate::errors::write_mnist_with(dir, n, |i, y, x| ((37 * i + 9 * y + 5 * x) % 256) as u8);
 }
 
 /// The padded MNIST recipe exports the idx bytes unchanged inside a 2-pixel black frame, each image
