@@ -87,18 +87,18 @@ def rows(out, kind):
             continue
         g = lambda k: [v[k] for v in vals if k in v]
         fids = ", ".join(f"{v['fid']:.1f}" for v in vals)
-        lines.append((
+        secs = f"{statistics.mean(walls):.0f}" if walls else "–"
+        lines.append(
             f"| {kind} | {label} | {len(vals)} ({', '.join(seeds)}) | **{fmt(g('fid'))}** ({fids}) | "
             f"{fmt(g('kid'), 0)} | {fmt(g('precision'), 3)} | {fmt(g('recall'), 3)} | "
-            f"{fmt(g('modes'), 1)} | {fmt(g('modes_kl'), 3)} | "
-            f"{statistics.mean(walls):.0f} |" if walls else "– |")
+            f"{fmt(g('modes'), 1)} | {fmt(g('modes_kl'), 3)} | {secs} |"
         )
     return lines
 
 
 def main():
     out = sys.argv[1]
-    kinds = sys.argv[2:] or ["dcgan", "cgan", "sngan", "wgan", "wgan-gp", "lapgan"]
+    kinds = sys.argv[2:] or ["dcgan", "cgan", "sngan", "wgan", "wgan-gp", "lapgan", "quickstart"]
     print("| recipe | trainer | seeds | FID (per seed) | KID ×10³ | precision | recall | modes | KL to uniform | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for k in kinds:
