@@ -115,7 +115,7 @@ if [[ "$STAGE" == all || "$STAGE" == eval ]]; then
       # The trained generator sampled with batch statistics (sample_bn = "batch"), as
       # pytorch/examples shows its samples: a copy of final/ with that one key changed.
       b="$r/final-batch-bn"
-      if [[ ! -d "$b" ]] && grep -q '^sample_bn = "eval"' "$r/final/recipe.toml"; then
+      if [[ ! -d "$b" && -f "$r/final/generator.safetensors" ]] && grep -q '^sample_bn = "eval"' "$r/final/recipe.toml"; then
         mkdir -p "$b.tmp"
         cp "$r/final/"{state.json,optimizer.safetensors,generator.safetensors} "$b.tmp/"
         sed 's/^sample_bn = "eval"/sample_bn = "batch"/' "$r/final/recipe.toml" > "$b.tmp/recipe.toml"

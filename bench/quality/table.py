@@ -71,13 +71,13 @@ def rows(out, kind):
         vals, seeds, walls = [], [], []
         for r in runs:
             p = os.path.join(r, report)
-            if not os.path.exists(p):
-                continue
             has_ema = os.path.exists(os.path.join(r, "final", "generator_ema.safetensors"))
             if ema is True and not has_ema:
                 continue
             if ema is False and not has_ema:  # a run without an average: quality.json is raw
                 p = os.path.join(r, "quality.json")
+            if not os.path.exists(p):
+                continue
             vals.append(json.load(open(p))["values"])
             seeds.append(re.search(r"-s(\d+)$", r).group(1))
             w = wall(r)
