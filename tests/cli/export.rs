@@ -8,6 +8,16 @@ fn write_ramp_mnist(dir: &std::path::Path, n: usize) {
     crate::errors::write_mnist_with(dir, n, |i, y, x| ((37 * i + 9 * y + 5 * x) % 256) as u8);
 }
 
+/// The entries of a folder, sorted by name.
+fn sorted_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The padded MNIST recipe exports the idx bytes unchanged inside a 2-pixel black frame, each image
 /// in its label's folder; an existing folder is refused and left as it was.
 #[test]
@@ -29,11 +39,7 @@ fn mnist_export_is_the_idx_bytes_in_a_black_frame_by_label() {
         msg.contains("wrote 25 images") && msg.contains("10 class folders"),
         "{msg}"
     );
-    let mut folders: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    folders.sort();
+    let folders = sorted_names(&out);
     let want: Vec<String> = (0..10).map(|k| format!("{k:02}")).collect();
     assert_eq!(folders, want);
     for i in 0..25 {
@@ -91,11 +97,7 @@ fn shapes_export_reads_back_as_a_labelled_folder() {
         s(&out),
         "-q",
     ]);
-    let mut folders: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    folders.sort();
+    let folders = sorted_names(&out);
     assert_eq!(folders.len(), 6, "{folders:?}");
     assert!(
         folders[0].starts_with("00-") && folders[5].starts_with("05-"),
